@@ -1,0 +1,49 @@
+# The two set-up commands of the README: `make demo` and `make test`. Both create .venv, install
+# torch and the dependencies, build the extension, then run the demo or the test suite.
+PY        ?= python3
+VENV      ?= .venv
+BIN       := $(VENV)/bin
+TORCH_SPEC ?= torch==2.13.0
+DEPS      := $(VENV)/.deps-installed
+INSTALLED := $(VENV)/.sgfast-installed
+export MAX_JOBS ?= 2
+
+.PHONY: demo test test-fast build bench cuda-check clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+$(DEPS): $(BIN)/python requirements.txt
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -r requirements.txt
+	touch $@
+
+# Editable install once (console script `sgfast`), then incremental ninja rebuilds in place.
+# flock: parallel `make build`s in one checkout wait for each other instead of racing.
+build: $(DEPS)
+	flock .build.lock sh -c '\
+	  if [ ! -f $(INSTALLED) ]; then \
+	    $(BIN)/pip install -q --no-build-isolation --no-deps -e . && touch $(INSTALLED); \
+	  else \
+	    $(BIN)/python setup.py -q build_ext --inplace; \
+	  fi'
+
+test: build
+	$(BIN)/python -m pytest -q tests
+
+test-fast: build
+	$(BIN)/python -m pytest -q -x -m "not slow" tests
+
+demo: build
+	$(BIN)/python -m sgfast demo
+
+bench: build
+	$(BIN)/python -m pytest -q benchmarks --benchmark-columns=min,median,mean,rounds
+
+# Compile every CUDA source with nvcc against a CUDA build of torch's headers (no GPU needed).
+cuda-check:
+	bash .ci/cuda_compile_check.sh
+
+clean:
+	rm -rf build dist *.egg-info sgfast/_C*.so .build.lock

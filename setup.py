@@ -1,0 +1,60 @@
+"""Builds sgfast._C: the C++ ops always, the CUDA kernels when they can be built.
+
+Environment switches:
+  SGFAST_NO_CUDA=1     CPU only, even where CUDA is available.
+  SGFAST_FORCE_CUDA=1  build the CUDA kernels without a visible GPU (needs nvcc and a CUDA build of
+                       torch); TORCH_CUDA_ARCH_LIST then defaults to the data-centre archs.
+  SGFAST_DEBUG=1       -O0 -g.
+"""
+import glob
+import os
+
+import torch
+from setuptools import find_packages, setup
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _flag(name):
+    return os.environ.get(name, "0").lower() in ("1", "true", "yes", "on")
+
+
+def want_cuda():
+    if _flag("SGFAST_NO_CUDA"):
+        return False
+    has_toolkit = CUDA_HOME is not None and torch.version.cuda is not None
+    if _flag("SGFAST_FORCE_CUDA"):
+        if not has_toolkit:
+            raise RuntimeError("SGFAST_FORCE_CUDA=1 needs nvcc (CUDA_HOME) and a CUDA build of torch; "
+                               f"found CUDA_HOME={CUDA_HOME}, torch.version.cuda={torch.version.cuda}")
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
+        return True
+    return has_toolkit and torch.cuda.is_available()
+
+
+def extension():
+    debug = _flag("SGFAST_DEBUG")
+    opt = ["-O0", "-g"] if debug else ["-O3"]
+    sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")) + glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
+    include = [os.path.join(ROOT, "csrc")]
+    cxx = opt + ["-fvisibility=hidden"]
+    if want_cuda():
+        sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
+        nvcc = opt + ["-lineinfo", "--use_fast_math", "--expt-relaxed-constexpr"]
+        nvcc += os.environ.get("NVCC_FLAGS", "").split()
+        return CUDAExtension("sgfast._C", sources, include_dirs=include,
+                             extra_compile_args={"cxx": cxx + ["-DSGFAST_WITH_CUDA"], "nvcc": nvcc})
+    return CppExtension("sgfast._C", sources, include_dirs=include, extra_compile_args={"cxx": cxx})
+
+
+setup(
+    name="sgfast",
+    version="0.1.0",
+    packages=find_packages(include=["sgfast", "sgfast.*", "train", "train.*"]),
+    package_data={"sgfast": ["assets/*", "weights/*"]},
+    ext_modules=[extension()],
+    cmdclass={"build_ext": BuildExtension.with_options(no_python_abi_suffix=True)},
+    entry_points={"console_scripts": ["sgfast=sgfast.cli:main"]},
+    python_requires=">=3.10",
+)

@@ -1,0 +1,3 @@
+from sgfast.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,47 @@
+"""The `sgfast` command line. Subcommands are imported lazily so `sgfast --help` stays fast."""
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help). A module defines configure(parser) and run(args) -> int.
+COMMANDS = {
+    "rasterize": ("sgfast.commands.rasterize", "render stroke parameters (.npy/.json) to PNG images"),
+    "train-renderer": ("train.renderer", "train the neural stroke renderer on rasterizer labels"),
+}
+
+
+def build_parser(load_all=True):
+    parser = argparse.ArgumentParser(
+        prog="sgfast",
+        description="Fast Semantic Guidance painting: fused stroke kernels, training and painting.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if load_all:
+            importlib.import_module(module).configure(p)
+    return parser
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # Only the chosen subcommand's module is imported (the others may pull in heavy dependencies).
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    if chosen not in COMMANDS:
+        parser = build_parser(load_all=False)
+        if not argv or chosen is None:
+            parser.print_help() if not argv else parser.parse_args(argv)
+            return 0 if argv else 1
+        parser.parse_args(argv)  # reports the unknown command and exits with 2
+        return 2
+    module = importlib.import_module(COMMANDS[chosen][0])
+    parser = argparse.ArgumentParser(prog="sgfast")
+    sub = parser.add_subparsers(dest="command")
+    p = sub.add_parser(chosen, help=COMMANDS[chosen][1], description=COMMANDS[chosen][1])
+    module.configure(p)
+    args = parser.parse_args(argv)
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        print("sgfast: interrupted", file=sys.stderr)
+        return 130

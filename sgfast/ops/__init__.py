@@ -1,0 +1,7 @@
+"""Public fused ops. Each op has an eager twin in sgfast.reference with the same signature.
+
+One module per op: the Python wrapper (argument checks and defaults), its fake kernel for
+torch.compile and its autograd formula, registered with torch.library.
+"""
+from sgfast.ops._ext import HAS_EXT, cuda_compiled, require_ext  # noqa: F401
+from sgfast.ops.rasterize import rasterize_strokes  # noqa: F401

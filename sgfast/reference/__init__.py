@@ -1,0 +1,2 @@
+"""Eager PyTorch references of the fused ops: test oracle, fallback and the `--ops eager` path."""
+from sgfast.reference.rasterize import rasterize_strokes  # noqa: F401
