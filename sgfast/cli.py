@@ -8,6 +8,7 @@ COMMANDS = {
     "demo": ("sgfast.commands.demo", "the README's first command: render sample strokes, train a smoke renderer"),
     "rasterize": ("sgfast.commands.rasterize", "render stroke parameters (.npy/.json) to PNG images"),
     "train-renderer": ("train.renderer", "train the neural stroke renderer on rasterizer labels"),
+    "make-dataset": ("sgfast.commands.make_dataset", "write the synthetic birds / multi-object scenes data sets"),
 }
 
 
