@@ -1,2 +1,3 @@
 """Eager PyTorch references of the fused ops: test oracle, fallback and the `--ops eager` path."""
 from sgfast.reference.rasterize import rasterize_strokes  # noqa: F401
+from sgfast.reference.composite import composite, composite_frames  # noqa: F401
