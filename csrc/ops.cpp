@@ -10,7 +10,7 @@
 // An empty Python module: importing sgfast._C only loads the library, whose static initialisers
 // register the ops with the dispatcher (the pattern of pytorch/extension-cpp).
 extern "C" {
-PyObject* PyInit__C(void) {
+PyMODINIT_FUNC PyInit__C(void) {  // PyMODINIT_FUNC: exported despite -fvisibility=hidden
   static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
   return PyModule_Create(&module_def);
 }
@@ -50,6 +50,8 @@ TORCH_LIBRARY(sgfast, m) {
         "int out_h, int out_w) -> Tensor");
   m.def("focus_reward(Tensor target, Tensor canvas0, Tensor canvas1, Tensor gbp, Tensor boxes, int out_h, "
         "int out_w) -> Tensor");
+  m.def("_focus_reward_backward(Tensor grad_out, Tensor target, Tensor canvas0, Tensor canvas1, Tensor gbp, "
+        "Tensor boxes, int out_h, int out_w) -> (Tensor, Tensor)");
 }
 
 }  // namespace sgfast
