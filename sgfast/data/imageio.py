@@ -30,13 +30,14 @@ def read_file_bytes(path):
 
 
 def _check_complete(path, data):
-    """Detect truncation, which OpenCV's JPEG decoder only warns about (it returns grey rows)."""
+    """Detect truncation, which some OpenCV builds only warn about (decoding grey rows)."""
     if data[:2] == b"\xff\xd8":
-        # A complete JPEG ends with the EOI marker (some writers pad a few bytes after it).
-        if b"\xff\xd9" not in data[-64:]:
+        # Entropy-coded data never holds 0xFFD9 (0xFF is byte-stuffed), so a complete JPEG has its
+        # end-of-image marker after the start of its last scan, whatever trails it.
+        if data.find(b"\xff\xd9", max(data.rfind(b"\xff\xda"), 0)) < 0:
             raise ImageReadError(f"truncated JPEG (no end-of-image marker): {path}")
     elif data[:8] == _PNG_SIGNATURE:
-        if b"IEND" not in data[-32:]:
+        if data.rfind(b"IEND") < max(data.find(b"IDAT"), 8):
             raise ImageReadError(f"truncated PNG (no IEND chunk): {path}")
 
 
