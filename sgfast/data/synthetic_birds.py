@@ -338,9 +338,9 @@ def image_rng(seed, image_id):
     return np.random.default_rng([int(seed), int(image_id)])
 
 
-def class_of(image_id, num, num_classes):
-    """Classes in contiguous, balanced blocks of ids (as in CUB, whose ids are sorted by class)."""
-    return (image_id - 1) * num_classes // num + 1
+def class_of(image_id, num_classes):
+    """Classes round-robin over the ids: every prefix of the dataset is balanced."""
+    return (image_id - 1) % num_classes + 1
 
 
 def _write_png(path, array):
@@ -352,7 +352,7 @@ def _make_one(job):
     """Render and write one image; returns its index lines' fields. Runs in worker processes."""
     out, image_id, num, size, seed, num_classes, test_fraction, min_scale, max_scale, table = job
     rng = image_rng(seed, image_id)
-    class_id = class_of(image_id, num, num_classes)
+    class_id = class_of(image_id, num_classes)
     s = render_bird_image(rng, size, class_id, num_classes, min_scale, max_scale)
     is_train = int(rng.random() >= test_fraction)
     class_dir = f"{class_id:03d}.{table[class_id - 1][1]}"
