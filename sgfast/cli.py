@@ -8,7 +8,11 @@ COMMANDS = {
     "demo": ("sgfast.commands.demo", "the README's first command: render sample strokes, train a smoke renderer"),
     "rasterize": ("sgfast.commands.rasterize", "render stroke parameters (.npy/.json) to PNG images"),
     "train-renderer": ("train.renderer", "train the neural stroke renderer on rasterizer labels"),
+    "train-agent": ("train.agent", "train the painting agent (model-based DDPG): semantic guidance or baseline"),
     "make-dataset": ("sgfast.commands.make_dataset", "write the synthetic birds / multi-object scenes data sets"),
+    "train-segmenter": ("train.segmenter", "train Ψ, the foreground mask and box network"),
+    "train-expert": ("train.expert", "train the expert classifier behind the guided-backprop maps"),
+    "prepare": ("sgfast.commands.prepare", "compute masks, boxes and GBP maps for a dataset into one file"),
 }
 
 
