@@ -1,0 +1,202 @@
+"""Ψ: the foreground segmentation and localisation network (paper Sec. 4.2, Eq. 7; Sec. 6.2).
+
+A small U-Net with two fully convolutional heads:
+
+* a per-pixel foreground logit (trained with binary cross-entropy), and
+* a per-pixel box regression: every pixel predicts the box corners (x1, y1, x2, y2) as offsets
+  from its own centre (trained with Smooth L1 on the true foreground pixels). The image's box is
+  the average of those per-pixel boxes weighted by the predicted foreground probability.
+
+The box head is dense rather than a global regressor on pooled features because the dense form is
+translation equivariant: a 2-pixel error on a bird a tenth of the image wide already costs 0.2 of
+box IoU, and pooled features lose exactly that positional precision. The paper only says "separate
+heads ... Smooth L1", which this satisfies.
+
+Boxes are (x, y, w, h) normalised to [0, 1] with x horizontal (column), as everywhere in sgfast.
+"""
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class SegmenterConfig:
+    size: int = 64                      # input side the network is trained and run at
+    widths: tuple = field(default=(16, 32, 48, 64, 96))  # channels per U-Net level
+
+    def to_dict(self):
+        d = asdict(self)
+        d["widths"] = list(self.widths)
+        return d
+
+    @classmethod
+    def from_dict(cls, d):
+        d = dict(d)
+        if "widths" in d:
+            d["widths"] = tuple(int(w) for w in d["widths"])
+        known = {k: d[k] for k in ("size", "widths") if k in d}
+        return cls(**known)
+
+
+def _block(cin, cout):
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(),
+    )
+
+
+def pixel_centres(h, w, device, dtype=torch.float32):
+    """Normalised pixel centres: (u [1, 1, H, W] horizontal, v [1, 1, H, W] vertical)."""
+    u = (torch.arange(w, device=device, dtype=dtype) + 0.5) / w
+    v = (torch.arange(h, device=device, dtype=dtype) + 0.5) / h
+    return u.view(1, 1, 1, w).expand(1, 1, h, w), v.view(1, 1, h, 1).expand(1, 1, h, w)
+
+
+class Segmenter(nn.Module):
+    """Input [B, 3, H, W] RGB in [0, 1] (H, W divisible by 2^(levels-1)).
+
+    forward -> dict(mask_logits [B, 1, H, W], corners [B, 4, H, W] per-pixel (x1, y1, x2, y2),
+    box [B, 4] (x, y, w, h)).
+    """
+
+    def __init__(self, config: SegmenterConfig | None = None):
+        super().__init__()
+        self.config = config or SegmenterConfig()
+        widths = list(self.config.widths)
+        if len(widths) < 2:
+            raise ValueError(f"SegmenterConfig.widths needs at least 2 levels, got {widths}")
+        self.down = nn.ModuleList()
+        cin = 3
+        for w in widths:
+            self.down.append(_block(cin, w))
+            cin = w
+        self.up = nn.ModuleList()
+        for w_skip in reversed(widths[:-1]):
+            self.up.append(_block(cin + w_skip, w_skip))
+            cin = w_skip
+        self.mask_head = nn.Conv2d(cin, 1, 1)
+        self.box_head = nn.Sequential(nn.Conv2d(cin + 2, cin, 3, padding=1), nn.ReLU(),
+                                      nn.Conv2d(cin, 4, 1))
+
+    @property
+    def stride(self):
+        return 2 ** (len(self.config.widths) - 1)
+
+    def forward(self, x):
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"Segmenter: image must be [B, 3, H, W], got {tuple(x.shape)}")
+        h, w = x.shape[-2:]
+        if h % self.stride or w % self.stride:
+            raise ValueError(f"Segmenter: image side {h}x{w} must be divisible by {self.stride}")
+        f = (x - 0.5) / 0.25
+        skips = []
+        for i, block in enumerate(self.down):
+            if i:
+                f = F.max_pool2d(f, 2)
+            f = block(f)
+            skips.append(f)
+        for block, skip in zip(self.up, reversed(skips[:-1])):
+            f = F.interpolate(f, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            f = block(torch.cat([f, skip], 1))
+        mask_logits = self.mask_head(f)
+        u, v = pixel_centres(h, w, x.device, f.dtype)
+        coords = torch.cat([u, v], 1).expand(x.shape[0], 2, h, w)
+        offsets = self.box_head(torch.cat([f, coords - 0.5], 1))
+        corners = offsets + torch.cat([u, v, u, v], 1)
+        box = aggregate_box(corners, torch.sigmoid(mask_logits))
+        return {"mask_logits": mask_logits, "corners": corners, "box": box}
+
+
+def aggregate_box(corners, prob):
+    """Average the per-pixel corners weighted by foreground probability -> (x, y, w, h) [B, 4].
+
+    Pixels under 0.5 only count when an image has no confident pixel, so the box never comes from
+    background votes while an object is visible, and an empty prediction still yields a box.
+    """
+    confident = prob * (prob > 0.5)
+    has_conf = confident.flatten(1).sum(1) > 0
+    weight = torch.where(has_conf.view(-1, 1, 1, 1), confident, prob + 1e-6)
+    weight = weight / weight.flatten(1).sum(1).view(-1, 1, 1, 1)
+    c = (corners * weight).flatten(2).sum(2)  # [B, 4] x1 y1 x2 y2
+    x1 = c[:, 0].clamp(0, 1)
+    y1 = c[:, 1].clamp(0, 1)
+    x2 = torch.maximum(c[:, 2].clamp(0, 1), x1)
+    y2 = torch.maximum(c[:, 3].clamp(0, 1), y1)
+    return torch.stack([x1, y1, x2 - x1, y2 - y1], 1)
+
+
+def box_to_corners(box):
+    """(x, y, w, h) [..., 4] -> (x1, y1, x2, y2) [..., 4]."""
+    x, y, w, h = box.unbind(-1)
+    return torch.stack([x, y, x + w, y + h], -1)
+
+
+def box_iou(a, b):
+    """IoU of (x, y, w, h) boxes, elementwise over the leading dims -> [...]."""
+    a1, b1 = box_to_corners(a), box_to_corners(b)
+    iw = (torch.minimum(a1[..., 2], b1[..., 2]) - torch.maximum(a1[..., 0], b1[..., 0])).clamp(min=0)
+    ih = (torch.minimum(a1[..., 3], b1[..., 3]) - torch.maximum(a1[..., 1], b1[..., 1])).clamp(min=0)
+    inter = iw * ih
+    union = a[..., 2] * a[..., 3] + b[..., 2] * b[..., 3] - inter
+    return inter / union.clamp(min=1e-12)
+
+
+def mask_iou(pred, target, threshold=0.5):
+    """Per-image IoU of binarised masks [B, 1, H, W] -> [B]; two empty masks count as IoU 1."""
+    p = pred > threshold
+    t = target > 0.5
+    inter = (p & t).flatten(1).sum(1).float()
+    union = (p | t).flatten(1).sum(1).float()
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+
+
+def segmenter_loss(out, mask, box, box_beta=0.02, box_weight=1.0):
+    """BCE on the mask + Smooth L1 on the per-pixel corners (true foreground pixels) and on the
+    aggregated box. Returns (total, dict of parts)."""
+    bce = F.binary_cross_entropy_with_logits(out["mask_logits"], mask)
+    target = box_to_corners(box).view(-1, 4, 1, 1)
+    fg = (mask > 0.5).float()
+    per_pixel = F.smooth_l1_loss(out["corners"], target.expand_as(out["corners"]), beta=box_beta,
+                                 reduction="none").sum(1, keepdim=True)
+    pix = ((per_pixel * fg).flatten(1).sum(1) / fg.flatten(1).sum(1).clamp(min=1)).mean()
+    agg = F.smooth_l1_loss(box_to_corners(out["box"]), box_to_corners(box), beta=box_beta,
+                           reduction="none").sum(1).mean()
+    total = bce + box_weight * (pix + agg)
+    return total, {"bce": bce.detach(), "box_pixel": pix.detach(), "box_agg": agg.detach()}
+
+
+@torch.no_grad()
+def predict(model, images, out_size=None):
+    """Run Ψ at its configured size. images [B, 3, H, W] in [0, 1] at any size.
+
+    Returns (soft mask [B, 1, out, out] in [0, 1], boxes [B, 4] normalised (x, y, w, h)); out_size
+    defaults to the input side. Boxes are normalised, so they do not depend on the resizing.
+    """
+    size = model.config.size
+    h, w = images.shape[-2:]
+    x = images if (h, w) == (size, size) else F.interpolate(
+        images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    out = model(x)
+    prob = torch.sigmoid(out["mask_logits"])
+    out_hw = (h, w) if out_size is None else (out_size, out_size)
+    if prob.shape[-2:] != out_hw:
+        prob = F.interpolate(prob, size=out_hw, mode="bilinear", align_corners=False).clamp(0, 1)
+    return prob, out["box"]
+
+
+def load_segmenter(path, map_location="cpu"):
+    """Build Ψ from an fp16 weights file (sgfast.io.save_weights_fp16) or a training checkpoint."""
+    from sgfast.io import load_checkpoint, load_weights
+    ckpt = load_checkpoint(path, map_location)
+    if isinstance(ckpt, dict) and "model" in ckpt and "config" in ckpt:  # a training checkpoint
+        sd, meta = ckpt["model"], {"config": ckpt["config"], "kind": ckpt.get("kind")}
+    else:
+        sd, meta = load_weights(path, map_location)
+    if meta.get("kind") != "segmenter":
+        raise ValueError(f"{path} is not a segmenter weights file (kind={meta.get('kind')!r})")
+    model = Segmenter(SegmenterConfig.from_dict(meta.get("config", {})))
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
+    model.eval()
+    return model, meta

@@ -1,0 +1,251 @@
+"""`sgfast train-expert`: train the expert classifier whose guided-backprop maps drive the focus
+reward.
+
+Input, as in the authors' preprocess.py: the image multiplied by the foreground mask and cropped to
+the object's box, resized to a square (`--crop`, 64 px). Images are loaded at `--image-size`
+(default 128, the paper's canvas) before cropping so small birds keep their detail. Training uses
+the true masks and boxes with augmentation: horizontal flips and box jitter (each edge moved by
+up to `--box-jitter` of the box side), which makes the expert robust to the predicted boxes that
+`sgfast prepare` feeds it. With `--segmenter W` the test accuracy is also measured on Ψ's
+predicted masks and boxes (the pipeline's setting); with part masks in the dataset the GBP
+concentration on the distinguishing parts is measured too (sgfast.models.gbp.part_concentration).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from sgfast.io import save_weights_fp16
+from sgfast.models.expert import Expert, ExpertConfig, expert_input
+from train import semantic_common as common
+
+DEFAULTS = dict(epochs=15, batch_size=64, lr=2e-3, weight_decay=5e-4)
+
+
+def configure(parser):
+    common.add_common_args(parser, "runs/expert", DEFAULTS)
+    parser.add_argument("--image-size", type=int, default=128,
+                        help="side images are loaded at before the box crop (default 128)")
+    parser.add_argument("--crop", type=int, default=64,
+                        help="side of the square box crop the classifier sees (default 64)")
+    parser.add_argument("--widths", default="16,32,64,128",
+                        help="channels per stage, two convs each (default 16,32,64,128)")
+    parser.add_argument("--box-jitter", type=float, default=0.08,
+                        help="random move of each box edge, fraction of the box side (default 0.08)")
+    parser.add_argument("--segmenter", default=None, metavar="W",
+                        help="Ψ weights: also report test accuracy on predicted masks and boxes")
+    parser.add_argument("--gbp-images", type=int, default=256,
+                        help="test images for the GBP part-concentration figure (0 = skip)")
+
+
+def jitter_boxes(boxes, amount, gen=None):
+    """Move each edge of (x, y, w, h) boxes by U(-amount, amount) x the box side, kept in [0, 1]."""
+    if amount <= 0:
+        return boxes
+    x1, y1, w, h = boxes.unbind(1)
+    d = (torch.rand(boxes.shape[0], 4, generator=gen) * 2 - 1) * amount
+    nx1 = (x1 + d[:, 0] * w).clamp(0, 1)
+    ny1 = (y1 + d[:, 1] * h).clamp(0, 1)
+    nx2 = (x1 + w + d[:, 2] * w).clamp(0, 1)
+    ny2 = (y1 + h + d[:, 3] * h).clamp(0, 1)
+    nx2 = torch.maximum(nx2, nx1 + 1e-3)
+    ny2 = torch.maximum(ny2, ny1 + 1e-3)
+    return torch.stack([nx1, ny1, nx2 - nx1, ny2 - ny1], 1)
+
+
+def flip(images, masks, boxes, which):
+    images = torch.where(which.view(-1, 1, 1, 1), images.flip(-1), images)
+    masks = torch.where(which.view(-1, 1, 1, 1), masks.flip(-1), masks)
+    boxes = boxes.clone()
+    boxes[:, 0] = torch.where(which, 1 - boxes[:, 0] - boxes[:, 2], boxes[:, 0])
+    return images, masks, boxes
+
+
+@torch.no_grad()
+def accuracy(model, data, device, masks=None, boxes=None, batch_size=128):
+    """Top-1 accuracy on the split, with the given (predicted) masks/boxes or the true ones."""
+    was = model.training
+    model.eval()
+    correct = 0
+    n = data["images"].shape[0]
+    for s in range(0, n, batch_size):
+        x = common.to_float(data["images"][s:s + batch_size]).to(device)
+        m = (masks[s:s + batch_size] if masks is not None
+             else common.to_float(data["masks"][s:s + batch_size])).to(device)
+        b = (boxes[s:s + batch_size] if boxes is not None else data["boxes"][s:s + batch_size]).to(device)
+        logits = model(expert_input(x, m, b, model.config.crop))
+        correct += (logits.argmax(1).cpu() == data["labels"][s:s + batch_size]).sum().item()
+    model.train(was)
+    return correct / max(n, 1)
+
+
+@torch.no_grad()
+def predicted_masks_boxes(segmenter, data, device, batch_size=128):
+    from sgfast.models.segmenter import predict
+    ms, bs = [], []
+    for s in range(0, data["images"].shape[0], batch_size):
+        x = common.to_float(data["images"][s:s + batch_size]).to(device)
+        m, b = predict(segmenter, x)
+        ms.append(m.cpu())
+        bs.append(b.cpu())
+    return torch.cat(ms), torch.cat(bs)
+
+
+def gbp_concentration(model, data, device, n):
+    """Part concentration of G (see sgfast.models.gbp.part_concentration) on the first n images."""
+    from sgfast.models.gbp import gbp_maps, part_concentration
+    n = min(n, data["images"].shape[0])
+    x = common.to_float(data["images"][:n]).to(device)
+    m = common.to_float(data["masks"][:n]).to(device)
+    b = data["boxes"][:n].to(device)
+    maps, _ = gbp_maps(model, x, m, b)
+    return part_concentration(maps.cpu(), m.cpu(), common.to_float(data["parts"][:n]))
+
+
+def run(args):
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.batch_size < 1:
+        raise SystemExit(f"sgfast: --batch-size must be >= 1, got {args.batch_size}")
+    if not 0 <= args.box_jitter < 0.5:
+        raise SystemExit(f"sgfast: --box-jitter must be in [0, 0.5), got {args.box_jitter}")
+    device = common.pick_device(args.device)
+    segmenter = None
+    if args.segmenter:
+        from sgfast.models.segmenter import load_segmenter
+        segmenter, _ = load_segmenter(args.segmenter)
+        segmenter.to(device)
+    ckpt = None
+    rpath = common.resume_path(args)
+    if rpath:
+        ckpt = common.load_training_state(rpath, "expert")
+        image_size = int(ckpt.get("image_size", args.image_size))
+    else:
+        image_size = args.image_size
+
+    torch.manual_seed(args.seed)
+    progress = not args.no_progress
+    train = common.load_split(args.dataset, "train", image_size, args.limit, progress=progress)
+    want_parts = args.gbp_images > 0
+    try:
+        test = common.load_split(args.dataset, "test", image_size, args.limit, parts=want_parts,
+                                 progress=progress)
+    except common.NoParts:
+        want_parts = False
+        test = common.load_split(args.dataset, "test", image_size, args.limit, progress=progress)
+    if ckpt:
+        config = ExpertConfig.from_dict(ckpt["config"])
+    else:
+        try:
+            widths = tuple(int(w) for w in args.widths.split(","))
+        except ValueError:
+            raise SystemExit(f"sgfast: --widths must be comma-separated integers, got {args.widths!r}")
+        if args.crop < 2 ** (len(widths) - 1):
+            raise SystemExit(f"sgfast: --crop {args.crop} is too small for {len(widths)} stages")
+        config = ExpertConfig(num_classes=int(train["num_classes"]), crop=args.crop, widths=widths,
+                              class_names=tuple(train["class_names"]))
+    bad = int(max(train["labels"].max(), test["labels"].max()))
+    if bad >= config.num_classes or int(min(train["labels"].min(), test["labels"].min())) < 0:
+        raise SystemExit(f"sgfast: labels must be in [0, {config.num_classes}), found {bad}")
+
+    n = train["images"].shape[0]
+    total = common.total_steps(args, n) if (not ckpt or args.steps is not None) else ckpt["total_steps"]
+    batch_size = min(args.batch_size, n)
+    model = Expert(config).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    order = common.BatchOrder(n, batch_size, args.seed)
+    step = 0
+    peak_lr, jitter = args.lr, args.box_jitter
+    if ckpt:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        order.load_state_dict(ckpt["order"])
+        torch.set_rng_state(ckpt["rng"])
+        step = int(ckpt["step"])
+        peak_lr = float(ckpt.get("peak_lr", args.lr))
+        jitter = float(ckpt.get("box_jitter", args.box_jitter))
+        print(f"sgfast: resumed {rpath} at step {step}/{total}", file=sys.stderr)
+    os.makedirs(args.out, exist_ok=True)
+    ckpt_path = os.path.join(args.out, common.CHECKPOINT_NAME)
+    writer = common.make_writer(args.log_dir)
+
+    def checkpoint():
+        common.save_training_state(ckpt_path, "expert", model, opt, step, total, config.to_dict(),
+                                   order, {"peak_lr": peak_lr, "box_jitter": jitter,
+                                           "image_size": image_size})
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=total, initial=step, desc="expert", dynamic_ncols=True)
+    model.train()
+    t0 = time.time()
+    stopped = False
+    with common.StopFlag() as flag:
+        while step < total:
+            idx = order.next()
+            x = common.to_float(train["images"][idx])
+            m = common.to_float(train["masks"][idx])
+            b = train["boxes"][idx]
+            x, m, b = flip(x, m, b, torch.rand(len(idx)) < 0.5)
+            b = jitter_boxes(b, jitter)
+            inp = expert_input(x.to(device), m.to(device), b.to(device), config.crop)
+            y = train["labels"][idx].to(device)
+            lr = common.cosine_lr(step, total, peak_lr)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            logits = model(inp)
+            loss = F.cross_entropy(logits, y, label_smoothing=0.05)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            if bar:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+            if writer and (step % 10 == 0 or step == total):
+                writer.add_scalar("train/loss", loss.item(), step)
+                writer.add_scalar("train/accuracy", (logits.argmax(1) == y).float().mean().item(), step)
+                writer.add_scalar("train/lr", lr, step)
+            if args.eval_every and step % args.eval_every == 0 and step < total:
+                acc = accuracy(model, test, device)
+                if writer:
+                    writer.add_scalar("test/accuracy", acc, step)
+            if args.ckpt_every and step % args.ckpt_every == 0:
+                checkpoint()
+            if flag.stop:
+                stopped = True
+                break
+    if bar:
+        bar.close()
+    checkpoint()
+    if stopped:
+        print(f"sgfast: stopped at step {step}/{total}; checkpoint {ckpt_path} (use --resume)",
+              file=sys.stderr)
+        return 130
+    train_seconds = round(time.time() - t0, 1)
+    metrics = {"accuracy": accuracy(model, test, device), "test_images": int(test["images"].shape[0])}
+    if segmenter is not None:
+        pm, pb = predicted_masks_boxes(segmenter, test, device)
+        metrics["accuracy_predicted_masks"] = accuracy(model, test, device, pm, pb)
+    if want_parts:
+        metrics["gbp_part_concentration"] = gbp_concentration(model, test, device, args.gbp_images)
+    metrics["train_seconds"] = train_seconds
+    metrics["steps"] = step
+    if writer:
+        for k, v in metrics.items():
+            writer.add_scalar(f"test/{k}", v, step)
+        writer.close()
+    print("test: " + " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                              for k, v in metrics.items()))
+    if args.export:
+        meta = {"kind": "expert", "config": config.to_dict(), "test_metrics": metrics,
+                "image_size": image_size, "dataset": os.path.abspath(args.dataset), "steps": step,
+                "batch_size": batch_size, "lr": peak_lr, "box_jitter": jitter, "seed": args.seed}
+        save_weights_fp16(args.export, model.state_dict(), meta)
+        print(f"wrote {args.export}")
+    return 0

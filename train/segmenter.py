@@ -1,0 +1,184 @@
+"""`sgfast train-segmenter`: train Ψ (foreground mask + box) on a CUB-layout dataset.
+
+Loss: binary cross-entropy on the per-pixel foreground logit plus Smooth L1 on the box corners
+(per pixel on the true foreground, and on the aggregated box); see sgfast/models/segmenter.py.
+Augmentation: random horizontal flips (boxes flipped with the image). Adam with a cosine schedule.
+The test split is evaluated at the end (mask IoU at threshold 0.5, mean over images and pooled;
+mean box IoU); the figures go into the checkpoint and the exported weights' meta.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import torch
+
+from sgfast.io import save_weights_fp16
+from sgfast.models.segmenter import (Segmenter, SegmenterConfig, box_iou, mask_iou,
+                                     segmenter_loss)
+from train import semantic_common as common
+
+DEFAULTS = dict(epochs=12, batch_size=32, lr=3e-3, weight_decay=1e-4)
+
+
+def configure(parser):
+    common.add_common_args(parser, "runs/segmenter", DEFAULTS)
+    parser.add_argument("--size", type=int, default=64,
+                        help="side the images are resized to and Ψ runs at (default 64)")
+    parser.add_argument("--widths", default="16,32,48,64,96",
+                        help="U-Net channels per level (default 16,32,48,64,96)")
+
+
+def flip_batch(images, masks, boxes, flip):
+    """Horizontally flip the selected samples; x of a box becomes 1 - x - w."""
+    images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
+    masks = torch.where(flip.view(-1, 1, 1, 1), masks.flip(-1), masks)
+    boxes = boxes.clone()
+    boxes[:, 0] = torch.where(flip, 1 - boxes[:, 0] - boxes[:, 2], boxes[:, 0])
+    return images, masks, boxes
+
+
+@torch.no_grad()
+def evaluate(model, data, device, batch_size=128):
+    """Test metrics: mask_iou (mean per image), mask_iou_pooled, box_iou (mean), pixel_acc."""
+    was = model.training
+    model.eval()
+    ious, bious = [], []
+    inter = union = correct = total = 0
+    for s in range(0, data["images"].shape[0], batch_size):
+        x = common.to_float(data["images"][s:s + batch_size]).to(device)
+        m = common.to_float(data["masks"][s:s + batch_size]).to(device)
+        b = data["boxes"][s:s + batch_size].to(device)
+        out = model(x)
+        p = torch.sigmoid(out["mask_logits"])
+        ious.append(mask_iou(p, m).cpu())
+        bious.append(box_iou(out["box"], b).cpu())
+        pb, tb = p > 0.5, m > 0.5
+        inter += (pb & tb).sum().item()
+        union += (pb | tb).sum().item()
+        correct += (pb == tb).sum().item()
+        total += tb.numel()
+    model.train(was)
+    return {"mask_iou": torch.cat(ious).mean().item(), "mask_iou_pooled": inter / max(union, 1),
+            "box_iou": torch.cat(bious).mean().item(), "pixel_acc": correct / max(total, 1),
+            "test_images": int(data["images"].shape[0])}
+
+
+def run(args):
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.batch_size < 1:
+        raise SystemExit(f"sgfast: --batch-size must be >= 1, got {args.batch_size}")
+    device = common.pick_device(args.device)
+    ckpt = None
+    rpath = common.resume_path(args)
+    if rpath:
+        ckpt = common.load_training_state(rpath, "segmenter")
+        config = SegmenterConfig.from_dict(ckpt["config"])
+    else:
+        try:
+            widths = tuple(int(w) for w in args.widths.split(","))
+        except ValueError:
+            raise SystemExit(f"sgfast: --widths must be comma-separated integers, got {args.widths!r}")
+        config = SegmenterConfig(size=args.size, widths=widths)
+    stride = 2 ** (len(config.widths) - 1)
+    if config.size % stride:
+        raise SystemExit(f"sgfast: --size {config.size} must be divisible by {stride} "
+                         f"(2^(levels-1) for --widths {','.join(map(str, config.widths))})")
+
+    torch.manual_seed(args.seed)
+    progress = not args.no_progress
+    train = common.load_split(args.dataset, "train", config.size, args.limit, progress=progress)
+    test = common.load_split(args.dataset, "test", config.size, args.limit, progress=progress)
+    n = train["images"].shape[0]
+    total = common.total_steps(args, n) if (not ckpt or args.steps is not None) else ckpt["total_steps"]
+    batch_size = min(args.batch_size, n)
+
+    model = Segmenter(config).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    order = common.BatchOrder(n, batch_size, args.seed)
+    step = 0
+    if ckpt:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        order.load_state_dict(ckpt["order"])
+        torch.set_rng_state(ckpt["rng"])
+        step = int(ckpt["step"])
+        peak_lr = float(ckpt.get("peak_lr", args.lr))
+        print(f"sgfast: resumed {rpath} at step {step}/{total}", file=sys.stderr)
+    else:
+        peak_lr = args.lr
+    os.makedirs(args.out, exist_ok=True)
+    ckpt_path = os.path.join(args.out, common.CHECKPOINT_NAME)
+    writer = common.make_writer(args.log_dir)
+
+    def checkpoint():
+        common.save_training_state(ckpt_path, "segmenter", model, opt, step, total,
+                                   config.to_dict(), order, {"peak_lr": peak_lr})
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=total, initial=step, desc="segmenter", dynamic_ncols=True)
+    model.train()
+    t0 = time.time()
+    stopped = False
+    with common.StopFlag() as flag:
+        while step < total:
+            idx = order.next()
+            x = common.to_float(train["images"][idx])
+            m = common.to_float(train["masks"][idx])
+            b = train["boxes"][idx]
+            x, m, b = flip_batch(x, m, b, torch.rand(len(idx)) < 0.5)
+            x, m, b = x.to(device), m.to(device), b.to(device)
+            lr = common.cosine_lr(step, total, peak_lr)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            out = model(x)
+            loss, parts = segmenter_loss(out, m, b)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            if bar:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+            if writer and (step % 10 == 0 or step == total):
+                writer.add_scalar("train/loss", loss.item(), step)
+                writer.add_scalar("train/lr", lr, step)
+                for k, v in parts.items():
+                    writer.add_scalar(f"train/{k}", v.item(), step)
+            if args.eval_every and step % args.eval_every == 0 and step < total:
+                metrics = evaluate(model, test, device)
+                if writer:
+                    for k, v in metrics.items():
+                        writer.add_scalar(f"test/{k}", v, step)
+            if args.ckpt_every and step % args.ckpt_every == 0:
+                checkpoint()
+            if flag.stop:
+                stopped = True
+                break
+    if bar:
+        bar.close()
+    checkpoint()
+    if stopped:
+        print(f"sgfast: stopped at step {step}/{total}; checkpoint {ckpt_path} (use --resume)",
+              file=sys.stderr)
+        return 130
+    metrics = evaluate(model, test, device)
+    metrics["train_seconds"] = round(time.time() - t0, 1)
+    metrics["steps"] = step
+    if writer:
+        for k, v in metrics.items():
+            writer.add_scalar(f"test/{k}", v, step)
+        writer.close()
+    print("test: " + " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                              for k, v in metrics.items()))
+    if args.export:
+        meta = {"kind": "segmenter", "config": config.to_dict(), "test_metrics": metrics,
+                "dataset": os.path.abspath(args.dataset), "steps": step,
+                "batch_size": batch_size, "lr": peak_lr, "seed": args.seed}
+        save_weights_fp16(args.export, model.state_dict(), meta)
+        print(f"wrote {args.export}")
+    return 0
