@@ -267,3 +267,28 @@ def test_two_gloo_ranks_keep_equal_weights(tmp_path):
     for part in ("actor", "critic", "d"):
         _same_state(r0[part], r1[part])
     assert os.path.exists(tmp_path / "run" / "checkpoint.pt")  # written by rank 0 alone
+
+
+@needs_reference
+def test_trains_from_a_prepared_file(tmp_path):
+    """A small file in `sgfast prepare`'s format feeds the agent; its test split is the validation set."""
+    prepared = pytest.importorskip("sgfast.data.prepared")
+    from sgfast.agent.data import TensorData
+
+    n, size = 6, 32
+    g = torch.Generator().manual_seed(0)
+    boxes = torch.tensor([[0.2, 0.3, 0.5, 0.4]]).repeat(n, 1)
+    train = [1, 1, 1, 1, 0, 0]
+    rec = prepared.to_records(size, torch.rand(n, 3, size, size, generator=g), torch.rand(n, 1, size, size, generator=g),
+                              torch.rand(n, 1, size, size, generator=g), boxes, [0] * n, [0] * n, list(range(n)), train)
+    path = tmp_path / "tiny.sgprep"
+    with open(path, "wb") as f:
+        f.write(prepared.header_bytes({"format": "sgfast-prepared", "version": prepared.FORMAT_VERSION,
+                                       "count": n, "size": size}))
+        f.write(rec.tobytes())
+    data = TensorData.from_prepared(path, size)
+    assert data.val_ids.tolist() == [4, 5] and data.train_ids.tolist() == [0, 1, 2, 3]
+    assert torch.equal(data.images[2], torch.from_numpy(rec["image"][2]))
+    rc = cli.main(["train-agent", *BASE, "--mode", "sg", "--data", str(path), "--out", str(tmp_path / "run"),
+                   "--no-tensorboard", "--train-steps", "6"])
+    assert rc == 0
