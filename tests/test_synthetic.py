@@ -142,6 +142,10 @@ def test_cli_birds_and_scenes(tmp_path, capsys):
     assert len(CUB200(out, split="all", size=16)) == 10
     with pytest.raises(SystemExit, match="already holds a dataset"):
         cli.main(["make-dataset", "birds", "--out", str(out), "--num", "10", "--size", "32", "--no-progress"])
+    # --force replaces the dataset: no stale images of the bigger run stay behind.
+    assert cli.main(["make-dataset", "birds", "--out", str(out), "--num", "3", "--size", "32", "--force",
+                     "--workers", "1", "--no-progress"]) == 0
+    assert sum(len(f) for _, _, f in os.walk(out / "images")) == 3
     with pytest.raises(SystemExit, match="num must be"):
         cli.main(["make-dataset", "birds", "--out", str(tmp_path / "z"), "--num", "0", "--no-progress"])
     scenes = tmp_path / "scenes"

@@ -376,6 +376,25 @@ def _write_text(path, lines):
     os.replace(tmp, path)
 
 
+def prepare_output(out, overwrite, generator, folders):
+    """Refuse to write over a dataset unless `overwrite`; when overwriting one that this generator
+    made (dataset.json says so), remove its image folders so no stale files remain."""
+    if os.path.exists(os.path.join(out, "images.txt")) and not overwrite:
+        raise FileExistsError(f"{out} already holds a dataset (images.txt); pass overwrite=True / --force")
+    meta_path = os.path.join(out, "dataset.json")
+    if overwrite and os.path.exists(meta_path):
+        try:
+            with open(meta_path) as f:
+                ours = json.load(f).get("generator") == generator
+        except (OSError, ValueError):
+            ours = False
+        if ours:
+            import shutil
+            for sub in folders:
+                shutil.rmtree(os.path.join(out, sub), ignore_errors=True)
+    os.makedirs(out, exist_ok=True)
+
+
 INDEX_FILES = ["classes.txt", "images.txt", "image_class_labels.txt", "train_test_split.txt",
                "bounding_boxes.txt"]
 
@@ -395,9 +414,7 @@ def write_birds_dataset(out, num, size=128, seed=0, num_classes=DEFAULT_CLASSES,
         raise ValueError(f"need 0 < min_scale <= max_scale <= 1, got {min_scale}, {max_scale}")
     table = class_table(num_classes)
     out = os.fspath(out)
-    if os.path.exists(os.path.join(out, "images.txt")) and not overwrite:
-        raise FileExistsError(f"{out} already holds a dataset (images.txt); pass overwrite=True / --force")
-    os.makedirs(out, exist_ok=True)
+    prepare_output(out, overwrite, "sgfast.data.synthetic_birds", ["images", "segmentations", "part_masks"])
     for name in INDEX_FILES + ["part_masks.txt", "class_attributes.txt", "dataset.json"]:
         if os.path.exists(os.path.join(out, name)):
             os.unlink(os.path.join(out, name))  # the old index must not survive a failed rewrite

@@ -123,8 +123,8 @@ def write_scenes_dataset(out, num, size=128, seed=0, min_objects=2, max_objects=
     if not 1 <= min_objects <= max_objects <= 255:
         raise ValueError(f"need 1 <= min_objects <= max_objects <= 255, got {min_objects}, {max_objects}")
     out = os.fspath(out)
-    if os.path.exists(os.path.join(out, "images.txt")) and not overwrite:
-        raise FileExistsError(f"{out} already holds a dataset (images.txt); pass overwrite=True / --force")
+    sb.prepare_output(out, overwrite, "sgfast.data.synthetic_scenes",
+                      ["images", "instances", "segmentations", "part_masks"])
     for sub in ("images", "instances", "segmentations", "part_masks"):
         os.makedirs(os.path.join(out, sub), exist_ok=True)
     for name in ("images.txt", "instances.txt", "classes.txt", "train_test_split.txt", "dataset.json"):
