@@ -1,0 +1,164 @@
+"""Ψ: shapes, box geometry against hand computations, a loss that learns, CLI training + resume."""
+import os
+
+import pytest
+import torch
+
+from sgfast.cli import main
+from sgfast.io import load_checkpoint, save_weights_fp16
+from sgfast.models.segmenter import (Segmenter, SegmenterConfig, aggregate_box, box_iou,
+                                     box_to_corners, load_segmenter, mask_iou, predict,
+                                     segmenter_loss)
+
+SMALL = SegmenterConfig(size=32, widths=(8, 12, 16))
+
+
+@pytest.fixture(scope="module")
+def birds(tmp_path_factory):
+    from sgfast.data.synthetic_birds import write_birds_dataset
+    root = tmp_path_factory.mktemp("birds")
+    write_birds_dataset(root, 24, size=64, seed=3, num_classes=4, test_fraction=0.25, progress=False)
+    return str(root)
+
+
+def test_forward_shapes_and_box_range():
+    torch.manual_seed(0)
+    m = Segmenter(SMALL).eval()
+    out = m(torch.rand(3, 3, 32, 32))
+    assert out["mask_logits"].shape == (3, 1, 32, 32)
+    assert out["corners"].shape == (3, 4, 32, 32)
+    b = out["box"]
+    assert b.shape == (3, 4)
+    assert (b >= 0).all() and (b[:, 2:] >= 0).all()
+    assert (b[:, 0] + b[:, 2] <= 1 + 1e-6).all() and (b[:, 1] + b[:, 3] <= 1 + 1e-6).all()
+    # Fully convolutional: another size (divisible by the stride) works too.
+    assert m(torch.rand(1, 3, 48, 48))["mask_logits"].shape == (1, 1, 48, 48)
+
+
+def test_bad_inputs_are_named():
+    m = Segmenter(SMALL)
+    with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
+        m(torch.rand(2, 1, 32, 32))
+    with pytest.raises(ValueError, match="divisible"):
+        m(torch.rand(1, 3, 30, 30))
+    with pytest.raises(ValueError, match="2 levels"):
+        Segmenter(SegmenterConfig(widths=(8,)))
+
+
+def test_aggregate_box_is_the_confident_pixels_weighted_mean():
+    torch.manual_seed(1)
+    corners = torch.rand(2, 4, 5, 5) * 0.5
+    corners[:, 2:] += 0.5  # x2 >= x1, y2 >= y1
+    prob = torch.rand(2, 1, 5, 5)
+    got = aggregate_box(corners, prob)
+    for b in range(2):
+        w = prob[b, 0] * (prob[b, 0] > 0.5)
+        c = [(corners[b, k] * w).sum() / w.sum() for k in range(4)]
+        want = torch.stack([c[0], c[1], c[2] - c[0], c[3] - c[1]])
+        torch.testing.assert_close(got[b], want)
+    # No confident pixel: falls back to all pixels instead of dividing by zero.
+    got0 = aggregate_box(corners, torch.full((2, 1, 5, 5), 0.1))
+    assert torch.isfinite(got0).all()
+    torch.testing.assert_close(got0[:, 0], corners[:, 0].mean((1, 2)), atol=1e-5, rtol=1e-5)
+
+
+def test_box_iou_and_mask_iou_against_hand_values():
+    a = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.1, 0.1, 0.2, 0.2], [0.0, 0.0, 0.2, 0.2]])
+    b = torch.tensor([[0.25, 0.25, 0.5, 0.5], [0.1, 0.1, 0.2, 0.2], [0.5, 0.5, 0.2, 0.2]])
+    # first: intersection 0.25^2, union 2 * 0.25 - 0.0625
+    want = torch.tensor([0.0625 / (0.5 - 0.0625), 1.0, 0.0])
+    torch.testing.assert_close(box_iou(a, b), want)
+    assert box_to_corners(a)[0].tolist() == [0.0, 0.0, 0.5, 0.5]
+    p = torch.zeros(2, 1, 4, 4)
+    t = torch.zeros(2, 1, 4, 4)
+    p[0, 0, :2, :2] = 0.9  # 4 pixels
+    t[0, 0, :2, :] = 1.0   # 8 pixels, 4 shared
+    torch.testing.assert_close(mask_iou(p, t), torch.tensor([0.5, 1.0]))  # empty vs empty = 1
+
+
+def test_training_fits_a_box_and_mask():
+    """A few dozen Adam steps on squares: the loss drops and the box approaches the truth."""
+    torch.manual_seed(0)
+    n = 8
+    x = torch.rand(n, 3, 32, 32) * 0.3
+    mask = torch.zeros(n, 1, 32, 32)
+    boxes = torch.zeros(n, 4)
+    for i in range(n):
+        r, c, s = 2 + 2 * i, 4 + i, 8 + i
+        x[i, :, r:r + s, c:c + s] += 0.6
+        mask[i, 0, r:r + s, c:c + s] = 1
+        boxes[i] = torch.tensor([c / 32, r / 32, s / 32, s / 32])
+    m = Segmenter(SMALL)
+    opt = torch.optim.Adam(m.parameters(), 1e-2)
+    first = None
+    for _ in range(60):
+        loss, _ = segmenter_loss(m(x), mask, boxes)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    m.eval()
+    with torch.no_grad():
+        out = m(x)
+    assert loss.item() < 0.3 * first
+    assert mask_iou(torch.sigmoid(out["mask_logits"]), mask).mean() > 0.8
+    assert box_iou(out["box"], boxes).mean() > 0.6
+
+
+def test_predict_resizes_to_the_requested_size():
+    m = Segmenter(SMALL).eval()
+    prob, box = predict(m, torch.rand(2, 3, 64, 64))
+    assert prob.shape == (2, 1, 64, 64) and box.shape == (2, 4)
+    prob, _ = predict(m, torch.rand(2, 3, 64, 64), out_size=16)
+    assert prob.shape == (2, 1, 16, 16) and 0 <= prob.min() and prob.max() <= 1
+
+
+def test_weights_roundtrip_and_wrong_files(tmp_path):
+    m = Segmenter(SMALL).eval()
+    w = tmp_path / "seg.pt"
+    save_weights_fp16(w, m.state_dict(), {"kind": "segmenter", "config": SMALL.to_dict()})
+    m2, meta = load_segmenter(w)
+    assert m2.config == SMALL
+    x = torch.rand(1, 3, 32, 32)
+    torch.testing.assert_close(m2(x)["mask_logits"], m(x)["mask_logits"], atol=2e-2, rtol=2e-2)
+    save_weights_fp16(tmp_path / "other.pt", m.state_dict(), {"kind": "expert"})
+    with pytest.raises(ValueError, match="not a segmenter"):
+        load_segmenter(tmp_path / "other.pt")
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_segmenter(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(RuntimeError, match="cannot read"):
+        load_segmenter(tmp_path / "junk.pt")
+
+
+def _cli(birds, out, *extra):
+    return main(["train-segmenter", birds, "--size", "32", "--widths", "8,12,16", "--batch-size", "4",
+                 "--out", str(out), "--threads", "1", "--no-progress", "--ckpt-every", "2", *extra])
+
+
+def test_cli_trains_exports_and_resumes_exactly(birds, tmp_path):
+    w = tmp_path / "seg.pt"
+    assert _cli(birds, tmp_path / "a", "--steps", "4", "--export", str(w), "--log-dir",
+                str(tmp_path / "tb")) == 0
+    model, meta = load_segmenter(w)
+    assert meta["test_metrics"]["test_images"] > 0
+    assert 0 <= meta["test_metrics"]["mask_iou"] <= 1 and 0 <= meta["test_metrics"]["box_iou"] <= 1
+    assert os.listdir(tmp_path / "tb")
+    # 2 steps, then resume to 4: same weights as the uninterrupted run.
+    assert _cli(birds, tmp_path / "b", "--steps", "2") == 0
+    assert _cli(birds, tmp_path / "b", "--steps", "4", "--resume") == 0
+    a = load_checkpoint(tmp_path / "a" / "checkpoint.pt")
+    b = load_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    assert a["step"] == b["step"] == 4
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], msg=k)
+
+
+def test_cli_errors(birds, tmp_path):
+    with pytest.raises(SystemExit, match="not found"):
+        main(["train-segmenter", str(tmp_path / "nope"), "--out", str(tmp_path), "--no-progress"])
+    with pytest.raises(SystemExit, match="divisible"):
+        _cli(birds, tmp_path, "--size", "30", "--steps", "1")
+    with pytest.raises(SystemExit, match="not a segmenter training checkpoint"):
+        save_weights_fp16(tmp_path / "w.pt", {}, {"kind": "segmenter"})
+        _cli(birds, tmp_path, "--steps", "1", "--resume", str(tmp_path / "w.pt"))
