@@ -3,7 +3,7 @@
 A transition is (C_t, C_t+1, a_t, t, target index, flip bit): canvases as uint8, the target image,
 soft mask and GBP map by dataset index (read from the data source when sampled), so one transition
 costs 2 * 3 * S^2 bytes + 4 * 13 K (action, float32) + 8 (index, step, flip). At 128^2 with K = 5 that
-is 98,592 bytes, against 229,376 (baseline: two uint8 [7, 128, 128] states) and 360,448 (the
+is 98,571 bytes, against 229,376 (baseline: two uint8 [7, 128, 128] states) and 360,448 (the
 authors' SG code: two uint8 [11, 128, 128] states). The action is stored because the model-based
 update re-renders it on C_t (the baseline stores it too).
 """

@@ -1,0 +1,127 @@
+"""End-to-end agent throughput on the `tiny` config: env strokes/s and DDPG updates/s, with the
+eager references (`--ops eager`) and the fused ops (`--ops fused`) on the same pipeline code.
+
+    python -m pytest benchmarks/bench_agent.py --benchmark-columns=min,median,mean,rounds
+    python benchmarks/bench_agent.py [--config tiny] [--mode sg] [--repeats 5]   (prints the ratios)
+
+torch.compile of the eager pipeline is not timed: the update holds a double backward (WGAN-GP)
+through weight-normed convs and an actor loss through the renderer, and compiling it takes longer
+than a tiny training run on 2 cores. The network weights are random (timing does not depend on them).
+"""
+import argparse
+import time
+
+import pytest
+import torch
+
+import sgfast
+import sgfast.ops
+import sgfast.reference
+
+NEEDED = ("composite", "aligned_crop", "focus_reward")
+
+
+def available(name):
+    mod = sgfast.ops if name == "fused" else sgfast.reference
+    return all(hasattr(mod, f) for f in NEEDED) and (name == "eager" or sgfast.HAS_EXT)
+
+
+def make_setup(ops_name, mode="sg", config="tiny", seed=0):
+    from sgfast.agent.backend import get_ops
+    from sgfast.agent.config import get_config
+    from sgfast.agent.data import synthetic_data
+    from sgfast.agent.ddpg import DDPG
+    from sgfast.agent.env import PaintEnv, Painter
+    from sgfast.agent.replay import ReplayMemory
+    from sgfast.models.renderer import Renderer
+
+    torch.manual_seed(seed)
+    cfg = get_config(config)
+    ops = get_ops(ops_name)
+    renderer = Renderer(cfg.renderer).eval().requires_grad_(False)
+    data = synthetic_data(64, cfg.size, seed=seed)
+    painter = Painter(renderer, ops, mode, cfg.strokes_bg)
+    agent = DDPG(cfg, mode, painter, ops, data, "cpu")
+    gen = torch.Generator().manual_seed(seed)
+    env = PaintEnv(data, painter, cfg.max_step, cfg.env_batch, data.train_ids, gen)
+    replay = ReplayMemory(cfg.env_batch * 4, cfg.size, cfg.strokes * 13)
+    env.reset()
+    for t in range(4):  # a few transitions to sample updates from
+        before, after, _ = env.step(agent.act(env.canvas, env.targets, t))
+        replay.append(before, after, torch.rand(cfg.env_batch, cfg.strokes * 13, generator=gen), t, env.ids, env.flip)
+    return cfg, agent, env, replay, gen
+
+
+def env_step(agent, env, t=1):
+    env.step(agent.act(env.canvas, env.targets, t))
+
+
+def update(agent, replay, cfg, gen):
+    agent.update(replay.sample(cfg.batch_size, gen))
+
+
+OPS = [pytest.param(n, marks=pytest.mark.skipif(not available(n), reason=f"{n} agent ops unavailable"))
+       for n in ("eager", "fused")]
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    prev = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(prev)
+
+
+@pytest.mark.parametrize("mode", ["sg", "baseline"])
+@pytest.mark.parametrize("ops", OPS)
+def test_env_step(benchmark, ops, mode):
+    cfg, agent, env, _, _ = make_setup(ops, mode)
+    benchmark.group = f"agent env step ({mode}, tiny)"
+    benchmark.extra_info["strokes_per_call"] = cfg.env_batch * cfg.strokes
+    benchmark.pedantic(env_step, args=(agent, env), rounds=10, warmup_rounds=2)
+
+
+@pytest.mark.parametrize("mode", ["sg", "baseline"])
+@pytest.mark.parametrize("ops", OPS)
+def test_update(benchmark, ops, mode):
+    cfg, agent, _, replay, gen = make_setup(ops, mode)
+    benchmark.group = f"agent DDPG update ({mode}, tiny)"
+    benchmark.pedantic(update, args=(agent, replay, cfg, gen), rounds=5, warmup_rounds=1)
+
+
+def _median_time(fn, repeats):
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default="tiny")
+    p.add_argument("--mode", default="sg", choices=["sg", "baseline"])
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    res = {}
+    for ops in ("eager", "fused"):
+        if not available(ops):
+            print(f"{ops}: unavailable")
+            continue
+        cfg, agent, env, replay, gen = make_setup(ops, a.mode, a.config)
+        env_step(agent, env), update(agent, replay, cfg, gen)  # warm-up
+        t_env = _median_time(lambda: env_step(agent, env), a.repeats * 2)
+        t_upd = _median_time(lambda: update(agent, replay, cfg, gen), a.repeats)
+        res[ops] = (cfg.env_batch * cfg.strokes / t_env, 1 / t_upd)
+        print(f"{ops:5s} {a.mode} {a.config}: env {res[ops][0]:9.1f} strokes/s   update {res[ops][1]:6.2f} updates/s")
+    if len(res) == 2:
+        print(f"fused / eager: env {res['fused'][0] / res['eager'][0]:.2f}x, "
+              f"update {res['fused'][1] / res['eager'][1]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
