@@ -157,3 +157,14 @@ def test_bad_arguments_give_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="not --config"):
         main(["train-renderer", "--config", "tiny", "--out", str(tmp_path / "small"), "--resume",
               "--steps", "5", "--no-progress"])
+
+
+def test_export_only_exports_the_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    assert _train(out, "--steps", "6", "--export", str(tmp_path / "a.pt")) == 0
+    assert _train(out, "--export-only", "--export", str(tmp_path / "b.pt")) == 0
+    a, b = load_renderer(tmp_path / "a.pt"), load_renderer(tmp_path / "b.pt")
+    assert b.meta["steps"] == 6 and b.meta["val_l2"] == a.meta["val_l2"]
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, b.state_dict()[k])
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == 6

@@ -67,6 +67,8 @@ def configure(parser):
     parser.add_argument("--val-size", type=int, help="held-out strokes (default 512; smoke 64)")
     parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT",
                         help="continue from OUT/checkpoint.pt (or CKPT) exactly where it stopped")
+    parser.add_argument("--export-only", action="store_true",
+                        help="no training: export the checkpoint's weights (with their validation L2)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights and strokes")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -192,6 +194,8 @@ def run(args) -> int:
     gen = torch.Generator(device=device).manual_seed(args.seed + 1)  # the training strokes
     step, train_seconds, history = 0, 0.0, []
 
+    if args.export_only and not args.resume:
+        args.resume = True
     if args.resume:
         path = ckpt_path if args.resume is True else args.resume
         if not os.path.isfile(path):
@@ -213,6 +217,8 @@ def run(args) -> int:
         if ckpt.get("batch_size") != opts["batch_size"]:
             warnings.warn(f"resuming with batch size {opts['batch_size']} (checkpoint: "
                           f"{ckpt.get('batch_size')}): the run will not match an uninterrupted one")
+        if args.export_only:
+            opts["steps"] = step
         if step > opts["steps"]:
             raise ValueError(f"--resume: the checkpoint is at step {step}, beyond --steps {opts['steps']}")
         print(f"sgfast: resumed {path} at step {step}", file=sys.stderr)
