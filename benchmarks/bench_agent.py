@@ -37,7 +37,7 @@ def make_setup(ops_name, mode="sg", config="tiny", seed=0):
 
     torch.manual_seed(seed)
     cfg = get_config(config)
-    ops = get_ops(ops_name)
+    ops = get_ops(ops_name, mode)
     renderer = Renderer(cfg.renderer).eval().requires_grad_(False)
     data = synthetic_data(64, cfg.size, seed=seed)
     painter = Painter(renderer, ops, mode, cfg.strokes_bg)

@@ -214,7 +214,7 @@ def test_fused_and_eager_pipelines_agree_on_a_step(mode):
     results = {}
     for name in ("eager", "fused"):
         torch.manual_seed(0)
-        ops = get_ops(name)
+        ops = get_ops(name, mode)
         painter = Painter(renderer, ops, mode, cfg.strokes_bg)
         agent = DDPG(cfg, mode, painter, ops, data, "cpu")
         targets = data.batch(torch.tensor([0, 1, 2, 3]))

@@ -156,7 +156,7 @@ class Trainer:
         self.mode = args.mode
         torch.manual_seed(args.seed)  # same initial weights on every rank (and broadcast anyway)
         self.gen = torch.Generator().manual_seed(args.seed + 7919 * self.rank)  # envs, replay sampling
-        self.ops = get_ops(args.ops)
+        self.ops = get_ops(args.ops, args.mode)
         self.renderer = load_renderer_for(cfg, args.renderer, self.device)
         self.data = load_data(args, cfg, self.device)
         self.painter = Painter(self.renderer, self.ops, self.mode, cfg.strokes_bg)

@@ -7,6 +7,7 @@ import dataclasses
 from typing import Callable
 
 NEEDED = ("composite", "aligned_crop", "focus_reward")
+NEEDED_BY_MODE = {"sg": NEEDED, "baseline": ("composite",)}  # baseline mode never crops
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,8 +18,16 @@ class Ops:
     focus_reward: Callable
 
 
-def get_ops(name: str) -> Ops:
-    """`fused` -> sgfast.ops (needs the compiled extension), `eager` -> sgfast.reference."""
+def _unavailable(module, op):
+    def missing(*args, **kwargs):
+        raise RuntimeError(f"sgfast: {module} has no {op}")
+    return missing
+
+
+def get_ops(name: str, mode: str = "sg") -> Ops:
+    """`fused` -> sgfast.ops (needs the compiled extension), `eager` -> sgfast.reference.
+
+    Only the ops `mode` uses must exist (baseline mode composites only)."""
     if name == "fused":
         import sgfast.ops as module
 
@@ -27,8 +36,8 @@ def get_ops(name: str) -> Ops:
         import sgfast.reference as module
     else:
         raise ValueError(f"ops must be 'fused' or 'eager', got {name!r}")
-    missing = [f for f in NEEDED if not hasattr(module, f)]
+    missing = [f for f in NEEDED_BY_MODE[mode] if not hasattr(module, f)]
     if missing:
         raise RuntimeError(f"sgfast: {module.__name__} has no {', '.join(missing)} "
                            f"(needed by the agent with --ops {name})")
-    return Ops(name, *(getattr(module, f) for f in NEEDED))
+    return Ops(name, *(getattr(module, f, None) or _unavailable(module.__name__, f) for f in NEEDED))
