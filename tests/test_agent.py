@@ -246,7 +246,8 @@ def _rank_worker(rank, world, port, out):
     from train.agent import Trainer
 
     try:
-        tr = Trainer(_args(os.path.join(out, "run"), "--mode", "sg", "--train-steps", "9"))
+        tr = Trainer(_args(os.path.join(out, "run"), "--mode", "sg", "--train-steps", "6", "--validate-interval", "100",
+                           "--checkpoint-interval", "100"))
         tr.train()
         torch.save({"actor": tr.agent.actor.state_dict(), "critic": tr.agent.critic.state_dict(),
                     "d": tr.agent.rewards.state_dict(), "updates": tr.updates},
