@@ -86,7 +86,7 @@ def test_seed_makes_a_cpu_run_repeatable(tmp_path):
 
 
 @needs_reference
-def test_resume_restores_everything_and_continues(tmp_path):
+def test_resume_restores_everything_and_continues(tmp_path, capsys):
     from sgfast.io import load_checkpoint
     from train.agent import Trainer
 
@@ -104,6 +104,9 @@ def test_resume_restores_everything_and_continues(tmp_path):
     resumed.train()
     assert resumed.step == 12 and resumed.updates > first.updates
     assert load_checkpoint(tmp_path / "checkpoint.pt")["counters"]["step"] == 12
+    # --validate-only reads the checkpoint and reports the same figures as the run's last validation.
+    assert cli.main(["train-agent", *BASE, "--mode", "sg", "--out", str(tmp_path), "--validate-only"]) == 0
+    assert f"val/l2 {resumed.last_validation['val/l2']:.5f}" in capsys.readouterr().out
     # A mismatching mode is refused with a clear message.
     with pytest.raises(SystemExit, match="mode"):
         Trainer(_args(tmp_path, "--mode", "baseline", "--resume"))

@@ -67,6 +67,9 @@ def configure(parser):
     parser.add_argument("--resume", action="store_true",
                         help="continue from <out>/checkpoint.pt (models, optimisers, discriminators, counters, "
                              "RNG states; the replay memory is refilled)")
+    parser.add_argument("--validate-only", action="store_true",
+                        help="load <out>/checkpoint.pt, run --validate-episodes validation episodes, print the "
+                             "figures and exit (no training)")
     parser.add_argument("--export", default=None,
                         help="also write fp16 actor weights here at every checkpoint and at the end")
     parser.add_argument("--seed", type=int, default=1234, help="random seed; a CPU run is repeatable (default: %(default)s)")
@@ -172,10 +175,10 @@ class Trainer:
         self.last_validation = {}
         self.out = args.out
         self.ckpt_path = os.path.join(self.out, "checkpoint.pt")
-        if args.resume:
+        if args.resume or getattr(args, "validate_only", False):
             self.load_checkpoint()
         self.writer = None
-        if self.rank == 0 and not args.no_tensorboard:
+        if self.rank == 0 and not args.no_tensorboard and not getattr(args, "validate_only", False):
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(os.path.join(self.out, "tb"))
@@ -318,6 +321,13 @@ class Trainer:
 
 def run(args):
     trainer = Trainer(args)
+    if args.validate_only:
+        v = trainer.validate()
+        if trainer.rank == 0:
+            n = trainer.cfg.validate_episodes * trainer.val_env.batch
+            print(f"train-agent: validation of {trainer.ckpt_path} (episode {trainer.episode}, {n} images): "
+                  + ", ".join(f"{k} {val:.5f}" for k, val in v.items()))
+        return 0
     if trainer.rank == 0:
         cfg = trainer.cfg
         from sgfast.agent.replay import ReplayMemory
