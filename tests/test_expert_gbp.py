@@ -19,6 +19,15 @@ SHIPPED_EXPERT = os.path.join(ROOT, "weights", "expert_tiny.pt")
 SMALL = ExpertConfig(num_classes=5, crop=16, widths=(8, 12))
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: one thread is fastest, and on a busy machine two threads wait on each other."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
 @pytest.fixture(scope="module")
 def birds(tmp_path_factory):
     from sgfast.data.synthetic_birds import write_birds_dataset
@@ -147,7 +156,7 @@ def test_part_concentration_oracle():
 def test_expert_cli_trains_exports_and_resumes(birds, tmp_path):
     def cli(out, *extra):
         return main(["train-expert", birds, "--image-size", "32", "--crop", "16", "--widths", "8,12",
-                     "--batch-size", "4", "--out", str(out), "--threads", "1", "--no-progress",
+                     "--batch-size", "4", "--out", str(out), "--no-progress",
                      "--gbp-images", "4", *extra])
 
     w = tmp_path / "e.pt"

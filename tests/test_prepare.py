@@ -15,6 +15,15 @@ from sgfast.models.segmenter import Segmenter, SegmenterConfig, predict
 SIZE = 32
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: one thread is fastest, and on a busy machine two threads wait on each other."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     from sgfast.data.synthetic_birds import write_birds_dataset
@@ -38,7 +47,7 @@ def setup(tmp_path_factory):
 def _prepare(setup, out, *extra):
     root, data, seg_w, exp_w = setup
     return main(["prepare", data, "--segmenter", seg_w, "--expert", exp_w, "--size", str(SIZE),
-                 "--out", str(out), "--threads", "1", "--no-progress", "--batch-size", "4", *extra])
+                 "--out", str(out), "--no-progress", "--batch-size", "4", *extra])
 
 
 def _loader_items(data):

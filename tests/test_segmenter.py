@@ -13,6 +13,15 @@ from sgfast.models.segmenter import (Segmenter, SegmenterConfig, aggregate_box, 
 SMALL = SegmenterConfig(size=32, widths=(8, 12, 16))
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: one thread is fastest, and on a busy machine two threads wait on each other."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
 @pytest.fixture(scope="module")
 def birds(tmp_path_factory):
     from sgfast.data.synthetic_birds import write_birds_dataset
@@ -133,7 +142,7 @@ def test_weights_roundtrip_and_wrong_files(tmp_path):
 
 def _cli(birds, out, *extra):
     return main(["train-segmenter", birds, "--size", "32", "--widths", "8,12,16", "--batch-size", "4",
-                 "--out", str(out), "--threads", "1", "--no-progress", "--ckpt-every", "2", *extra])
+                 "--out", str(out), "--no-progress", "--ckpt-every", "2", *extra])
 
 
 def test_cli_trains_exports_and_resumes_exactly(birds, tmp_path):

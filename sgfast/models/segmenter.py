@@ -14,6 +14,7 @@ heads ... Smooth L1", which this satisfies.
 
 Boxes are (x, y, w, h) normalised to [0, 1] with x horizontal (column), as everywhere in sgfast.
 """
+import math
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -40,10 +41,16 @@ class SegmenterConfig:
         return cls(**known)
 
 
+def _norm(c):
+    # GroupNorm, not BatchNorm: no running statistics, so train and eval mode agree even early in
+    # a short, high-learning-rate CPU run (BatchNorm's lagging statistics cost most of the mask).
+    return nn.GroupNorm(math.gcd(c, 4), c)
+
+
 def _block(cin, cout):
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(),
-        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(),
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), _norm(cout), nn.ReLU(),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False), _norm(cout), nn.ReLU(),
     )
 
 
@@ -77,6 +84,8 @@ class Segmenter(nn.Module):
             self.up.append(_block(cin + w_skip, w_skip))
             cin = w_skip
         self.mask_head = nn.Conv2d(cin, 1, 1)
+        # Start from the foreground prior (birds cover ~10 % of the image), not from p = 0.5.
+        nn.init.constant_(self.mask_head.bias, -2.0)
         self.box_head = nn.Sequential(nn.Conv2d(cin + 2, cin, 3, padding=1), nn.ReLU(),
                                       nn.Conv2d(cin, 4, 1))
 
@@ -152,10 +161,17 @@ def mask_iou(pred, target, threshold=0.5):
     return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
 
 
-def segmenter_loss(out, mask, box, box_beta=0.02, box_weight=1.0):
-    """BCE on the mask + Smooth L1 on the per-pixel corners (true foreground pixels) and on the
-    aggregated box. Returns (total, dict of parts)."""
+def segmenter_loss(out, mask, box, box_beta=0.02, box_weight=0.5, dice_weight=1.0):
+    """BCE (+ soft Dice) on the mask + Smooth L1 on the per-pixel corners (true foreground pixels)
+    and on the aggregated box. Returns (total, dict of parts).
+
+    The Dice term is normalised by the object's area like the box terms are; plain BCE, averaged
+    over all pixels, gives a small bird's pixels a weight ~1/area(image) and learns them slowly.
+    """
     bce = F.binary_cross_entropy_with_logits(out["mask_logits"], mask)
+    p = torch.sigmoid(out["mask_logits"]).flatten(1)
+    t = mask.flatten(1)
+    dice = (1 - (2 * (p * t).sum(1) + 1) / (p.sum(1) + t.sum(1) + 1)).mean()
     target = box_to_corners(box).view(-1, 4, 1, 1)
     fg = (mask > 0.5).float()
     per_pixel = F.smooth_l1_loss(out["corners"], target.expand_as(out["corners"]), beta=box_beta,
@@ -163,8 +179,9 @@ def segmenter_loss(out, mask, box, box_beta=0.02, box_weight=1.0):
     pix = ((per_pixel * fg).flatten(1).sum(1) / fg.flatten(1).sum(1).clamp(min=1)).mean()
     agg = F.smooth_l1_loss(box_to_corners(out["box"]), box_to_corners(box), beta=box_beta,
                            reduction="none").sum(1).mean()
-    total = bce + box_weight * (pix + agg)
-    return total, {"bce": bce.detach(), "box_pixel": pix.detach(), "box_agg": agg.detach()}
+    total = bce + dice_weight * dice + box_weight * (pix + agg)
+    return total, {"bce": bce.detach(), "dice": dice.detach(), "box_pixel": pix.detach(),
+                   "box_agg": agg.detach()}
 
 
 @torch.no_grad()
