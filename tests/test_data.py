@@ -390,3 +390,21 @@ def test_truncation_check_independent_of_the_decoder(ext):
     for frac in (0.2, 0.5, 0.9, 0.99):
         with pytest.raises(ImageReadError, match="truncated.*cut" + ext.replace(".", r"\.")):
             _check_complete("cut" + ext, data[:int(len(data) * frac)])
+
+
+def test_cub_alternative_masks_and_boxes(tmp_path):
+    # e.g. predicted masks stored as JPEG and a predicted box file in the CUB format.
+    root = make_cub(tmp_path / "cub")
+    for iid, _, rel, (h, w), _, _ in CUB_ITEMS:
+        pred = np.zeros((h, w), np.uint8)
+        pred[: h // 2, : w // 2] = 255
+        p = os.path.join(root, "segmentations_pred", rel)
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        cv2.imwrite(p, pred, [cv2.IMWRITE_JPEG_QUALITY, 100])
+    with open(os.path.join(root, "bounding_boxes_pred.txt"), "w") as f:
+        f.write("".join(f"{it[0]} 0 0 {it[3][1] / 2} {it[3][0] / 2}\n" for it in CUB_ITEMS))
+    ds = CUB200(root, split="all", size=S, masks="segmentations_pred", mask_ext=".jpg",
+                boxes_file="bounding_boxes_pred.txt")
+    s = ds[0]
+    np.testing.assert_allclose(s["box"].numpy(), [0, 0, 0.5, 0.5])
+    np.testing.assert_allclose(_box_of(s["mask"]), [0, 0, S // 2, S // 2], atol=1)

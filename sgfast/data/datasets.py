@@ -231,12 +231,12 @@ class CUB200(SampleDataset):
     segmentations download, unpacked into root). Boxes are CUB's pixel (x, y, w, h).
 
     `masks`: folder of masks mirroring images/ with .png names ('segmentations', or e.g.
-    'segmentations_pred'), or None for box-rectangle masks. `boxes_file`: e.g.
+    'segmentations_pred'; `mask_ext` their extension), or None for box-rectangle masks. `boxes_file`: e.g.
     'bounding_boxes_pred.txt' (same format). Part maps (part_masks/) are read when present
     (synthetic birds) unless parts=False."""
 
     def __init__(self, root, split="train", size=128, flip=False, masks="segmentations",
-                 boxes_file="bounding_boxes.txt", parts=None):
+                 boxes_file="bounding_boxes.txt", parts=None, mask_ext=".png"):
         super().__init__(size, flip)
         _check_split(split)
         self.root = root = os.fspath(root)
@@ -278,7 +278,7 @@ class CUB200(SampleDataset):
             self.ids.append(iid)
             self.records.append(Record(
                 image=j("images", rel),
-                mask=j(masks, stem + ".png") if masks else None,
+                mask=j(masks, stem + mask_ext) if masks else None,
                 box=tuple(boxes[iid]) if boxes else None,
                 label=label_of[labels[iid]],
                 parts=j("part_masks", stem + ".png") if parts else None,
