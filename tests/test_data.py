@@ -121,6 +121,11 @@ def test_cub_collates_in_a_dataloader(tmp_path):
     batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=4)))
     assert batch["image"].shape == (4, 3, S, S) and batch["box"].shape == (4, 4)
     assert batch["label"].tolist() == [0, 0, 1, 1]
+    from sgfast.data import to_tensors
+    t = to_tensors(CUB200(ds.root, split="all", size=S), keys=("image", "label"))
+    assert t["image"].shape == (4, 3, S, S) and t["label"].tolist() == [0, 0, 1, 1]
+    with pytest.raises(KeyError, match="parts"):
+        to_tensors(ds, keys=("parts",))
 
 
 def _rewrite(path, edit):

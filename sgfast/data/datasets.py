@@ -540,6 +540,25 @@ class ImageFolder(SampleDataset):
         self.records = [Record(image=p, source=p) for p in paths]
 
 
+def to_tensors(dataset, keys=("image", "mask", "box", "label"), progress=False):
+    """Read every sample once and stack `keys` into tensors (small data sets held in memory for
+    fast training): {key: tensor [N, ...]}."""
+    if len(dataset) == 0:
+        raise ValueError("to_tensors: the dataset is empty")
+    items = range(len(dataset))
+    if progress:
+        from tqdm import tqdm
+        items = tqdm(items, desc="loading", unit="img")
+    cols = {k: [] for k in keys}
+    for i in items:
+        sample = dataset[i]
+        for k in keys:
+            if k not in sample:
+                raise KeyError(f"to_tensors: samples have no {k!r} (keys: {', '.join(sample)})")
+            cols[k].append(sample[k])
+    return {k: torch.stack(v) for k, v in cols.items()}
+
+
 def open_dataset(kind, root, **kwargs):
     """`kind` in cub / birds (same layout), cars, vkitti2, scenes, folder."""
     table = {"cub": CUB200, "birds": CUB200, "cars": StanfordCars, "vkitti2": VirtualKitti2,
@@ -550,4 +569,4 @@ def open_dataset(kind, root, **kwargs):
 
 
 __all__ = ["DatasetFormatError", "ImageReadError", "SampleDataset", "CUB200", "StanfordCars",
-           "VirtualKitti2", "SyntheticScenes", "ImageFolder", "open_dataset", "Record"]
+           "VirtualKitti2", "SyntheticScenes", "ImageFolder", "open_dataset", "to_tensors", "Record"]
