@@ -96,14 +96,16 @@ def predicted_masks_boxes(segmenter, data, device, batch_size=128):
 
 
 def gbp_concentration(model, data, device, n):
-    """Part concentration of G (see sgfast.models.gbp.part_concentration) on the first n images."""
+    """Part concentration of G (sgfast.models.gbp.part_concentration) on n test images."""
     from sgfast.models.gbp import gbp_maps, part_concentration
-    n = min(n, data["images"].shape[0])
-    x = common.to_float(data["images"][:n]).to(device)
-    m = common.to_float(data["masks"][:n]).to(device)
-    b = data["boxes"][:n].to(device)
+    total = data["images"].shape[0]
+    # Evenly spaced test images: the ids (and so the splits) are sorted by class.
+    idx = torch.linspace(0, total - 1, min(n, total)).round().long().unique()
+    x = common.to_float(data["images"][idx]).to(device)
+    m = common.to_float(data["masks"][idx]).to(device)
+    b = data["boxes"][idx].to(device)
     maps, _ = gbp_maps(model, x, m, b)
-    return part_concentration(maps.cpu(), m.cpu(), common.to_float(data["parts"][:n]))
+    return part_concentration(maps.cpu(), m.cpu(), common.to_float(data["parts"][idx]))
 
 
 def run(args):
