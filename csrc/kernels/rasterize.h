@@ -7,7 +7,7 @@
 //
 // exact mode: the continuous union of discs centred on the Bezier curve, value w(t*) with t* the
 // largest t whose disc contains the point; t* is found by isolating the monotone pieces of the quartic
-// g(t) = |B(t) - p|^2 - r(t)^2 (roots of g'' in closed form, of g' and g by bisection).
+// g(t) = |B(t) - p|^2 - r(t)^2 (roots of g'' in closed form, of g' and g by bracketed Newton).
 #pragma once
 #include <math.h>
 
@@ -162,17 +162,28 @@ struct Quartic {
   SGFAST_HD double dg(double t) const { return ((4.0 * c4 * t + 3.0 * c3) * t + 2.0 * c2) * t + c1; }
 };
 
-// Bisection iterations: 2^-40 ~ 1e-12 in t, far below what float32 output can show.
-constexpr int kBisect = 40;
+// Root of a monotone function on [a, b] whose sign differs at the ends, by Newton steps kept inside
+// the bracket (bisection when a step leaves it). Returns a point of the final bracket on the side
+// where f <= 0 (so the containment predicate holds there), at most kTol from the root.
+constexpr double kTol = 1e-12;
+constexpr int kMaxSteps = 100;
 
-// Root of a monotone function on [a, b] whose sign differs at the ends; returns the end of the final
-// bracket on the side where f <= 0 (so the containment predicate holds at the returned t).
-template <typename F>
-SGFAST_HD double bisect_le0(const F& f, double a, double b, bool le0_at_a) {
-  for (int k = 0; k < kBisect; ++k) {
-    const double m = 0.5 * (a + b);
-    const bool le = f(m) <= 0.0;
-    if (le == le0_at_a) a = m; else b = m;
+template <typename F, typename DF>
+SGFAST_HD double solve_le0(const F& f, const DF& df, double a, double b, bool le0_at_a) {
+  double t = 0.5 * (a + b);
+  for (int k = 0; k < kMaxSteps && b - a > kTol; ++k) {
+    const double v = f(t);
+    if ((v <= 0.0) == le0_at_a) a = t; else b = t;
+    double next = t - v / df(t);
+    if (!(next > a && next < b)) next = 0.5 * (a + b);  // also catches df = 0 and NaN
+    if (fabs(next - t) < 0.25 * kTol) {
+      // Newton has converged (maybe from one side): close the bracket around it.
+      const double lo = fmax(a, next - kTol), hi = fmin(b, next + kTol);
+      if ((f(lo) <= 0.0) == le0_at_a) a = lo; else b = lo;
+      if ((f(hi) <= 0.0) == le0_at_a) a = fmax(a, hi); else b = fmin(b, hi);
+      break;
+    }
+    t = next;
   }
   return le0_at_a ? a : b;
 }
@@ -220,10 +231,11 @@ SGFAST_HD bool exact_largest_t(const ExactStroke& s, double x, double y, double 
   int nc = 0;
   cp[nc++] = 0.0;
   auto dgf = [&](double t) { return q.dg(t); };
+  auto d2gf = [&](double t) { return (12.0 * q.c4 * t + 6.0 * q.c3) * t + 2.0 * q.c2; };
   for (int k = 0; k + 1 < nb; ++k) {
     const double a = br[k], b = br[k + 1];
     const double da = q.dg(a), db = q.dg(b);
-    if ((da <= 0.0) != (db <= 0.0)) cp[nc++] = bisect_le0(dgf, a, b, da <= 0.0);
+    if ((da <= 0.0) != (db <= 0.0)) cp[nc++] = solve_le0(dgf, d2gf, a, b, da <= 0.0);
   }
   cp[nc++] = 1.0;
   // g is monotone between consecutive critical points: scan the pieces from the right.
@@ -232,7 +244,7 @@ SGFAST_HD bool exact_largest_t(const ExactStroke& s, double x, double y, double 
     const double a = cp[k - 1], b = cp[k];
     // g(b) > 0 is known: b = 1 was tested above, other b's were tested as the previous piece's a.
     if (q.g(a) <= 0.0) {
-      *t_out = bisect_le0(gf, a, b, true);
+      *t_out = solve_le0(gf, dgf, a, b, true);
       return true;
     }
   }
