@@ -139,6 +139,10 @@ def test_bad_options_are_refused(tmp_path):
         cli.main(["train-agent", *BASE, "--out", str(tmp_path), "--max-step", "0"])
     with pytest.raises(SystemExit):
         cli.main(["train-agent", *BASE, "--out", str(tmp_path), "--mode", "other"])
+    with pytest.raises(SystemExit, match="--data"):
+        cli.main(["train-agent", *BASE, "--out", str(tmp_path), "--data", str(tmp_path / "missing.sgprep")])
+    with pytest.raises(SystemExit, match="--data"):
+        cli.main(["train-agent", *BASE, "--out", str(tmp_path), "--synthetic-images", "1"])
 
 
 def test_replay_memory_round_trip_and_bytes():

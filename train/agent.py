@@ -125,9 +125,12 @@ def load_renderer_for(cfg, path, device):
 def load_data(args, cfg, device):
     from sgfast.agent.data import TensorData, synthetic_data
 
-    if args.data == "synthetic":
-        return synthetic_data(args.synthetic_images, cfg.size, seed=args.seed, device=device)
-    return TensorData.from_prepared(args.data, cfg.size, args.val_fraction, device=device, seed=args.seed)
+    try:
+        if args.data == "synthetic":
+            return synthetic_data(args.synthetic_images, cfg.size, seed=args.seed, device=device)
+        return TensorData.from_prepared(args.data, cfg.size, args.val_fraction, device=device, seed=args.seed)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"sgfast train-agent: cannot use --data {args.data}: {exc}") from exc
 
 
 def l2_metrics(image, canvas, mask):
