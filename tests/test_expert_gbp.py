@@ -188,7 +188,7 @@ def test_shipped_expert_maps_concentrate_on_distinguishing_parts(tmp_path):
 
     expert, meta = load_expert(SHIPPED_EXPERT)
     size = int(meta.get("image_size", 128))
-    write_birds_dataset(tmp_path, 48, size=size, seed=987, test_fraction=1.0, progress=False)
+    write_birds_dataset(tmp_path, 96, size=size, seed=987, test_fraction=1.0, progress=False)
     data = load_split(str(tmp_path), "test", size, parts=True, progress=False)
     x = data["images"].float() / 255
     m = data["masks"].float() / 255

@@ -34,6 +34,8 @@ def configure(parser):
                         help="side of the square box crop the classifier sees (default 64)")
     parser.add_argument("--widths", default="16,32,64,128",
                         help="channels per stage, two convs each (default 16,32,64,128)")
+    parser.add_argument("--pool", choices=["max", "avg"], default="max",
+                        help="global pooling before the classifier (default max: sharper GBP maps)")
     parser.add_argument("--box-jitter", type=float, default=0.08,
                         help="random move of each box edge, fraction of the box side (default 0.08)")
     parser.add_argument("--segmenter", default=None, metavar="W",
@@ -149,7 +151,7 @@ def run(args):
         if args.crop < 2 ** (len(widths) - 1):
             raise SystemExit(f"sgfast: --crop {args.crop} is too small for {len(widths)} stages")
         config = ExpertConfig(num_classes=int(train["num_classes"]), crop=args.crop, widths=widths,
-                              class_names=tuple(train["class_names"]))
+                              class_names=tuple(train["class_names"]), pool=args.pool)
     bad = int(max(train["labels"].max(), test["labels"].max()))
     if bad >= config.num_classes or int(min(train["labels"].min(), test["labels"].min())) < 0:
         raise SystemExit(f"sgfast: labels must be in [0, {config.num_classes}), found {bad}")

@@ -23,6 +23,7 @@ class ExpertConfig:
     crop: int = 64                       # side of the square box crop the classifier sees
     widths: tuple = field(default=(16, 32, 64, 128))  # channels per stage (2 convs per stage)
     class_names: tuple = ()
+    pool: str = "max"                    # global pooling before the classifier: "max" or "avg"
 
     def to_dict(self):
         d = asdict(self)
@@ -34,7 +35,8 @@ class ExpertConfig:
     def from_dict(cls, d):
         return cls(num_classes=int(d.get("num_classes", 20)), crop=int(d.get("crop", 64)),
                    widths=tuple(int(w) for w in d.get("widths", (16, 32, 64, 128))),
-                   class_names=tuple(d.get("class_names", ())))
+                   class_names=tuple(d.get("class_names", ())),
+                   pool=str(d.get("pool", "avg")))  # weights written before the option: avg
 
 
 class Expert(nn.Module):
@@ -45,6 +47,8 @@ class Expert(nn.Module):
         self.config = config or ExpertConfig()
         if self.config.num_classes < 1:
             raise ValueError(f"ExpertConfig.num_classes must be >= 1, got {self.config.num_classes}")
+        if self.config.pool not in ("max", "avg"):
+            raise ValueError(f"ExpertConfig.pool must be 'max' or 'avg', got {self.config.pool!r}")
         layers = []
         cin = 3
         for i, w in enumerate(self.config.widths):
@@ -61,7 +65,10 @@ class Expert(nn.Module):
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"Expert: input must be [B, 3, H, W], got {tuple(x.shape)}")
         f = self.features((x - 0.5) / 0.25)
-        return self.classifier(self.dropout(f.mean((2, 3))))
+        # Global max pooling sends the class score's gradient only through the locations that
+        # fire most (the parts), so guided-backprop maps are more focused than with averaging.
+        f = f.amax((2, 3)) if self.config.pool == "max" else f.mean((2, 3))
+        return self.classifier(self.dropout(f))
 
 
 def _theta(boxes):
