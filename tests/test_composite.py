@@ -172,6 +172,31 @@ def test_backward_deterministic_across_runs_and_threads():
             assert torch.equal(a, b)
 
 
+_SIMD_CHECK = """
+import torch, sgfast.ops as ops, sgfast.reference as ref
+from test_composite import make_inputs, run_both, tol
+for dtype in (torch.float32, torch.float64):
+    for shape in ((2, 5, 9, 13), (1, 18, 5, 7)):
+        (out, out_ref), (grads, grads_ref) = run_both(*make_inputs(*shape, dtype=dtype))
+        torch.testing.assert_close(out, out_ref, **tol(dtype))
+        for g, g_ref in zip(grads, grads_ref):
+            torch.testing.assert_close(g, g_ref, **tol(dtype))
+"""
+
+
+@pytest.mark.parametrize("simd", ["avx2", "base"])
+def test_narrower_cpu_simd_levels(simd):
+    # The CPU kernel picks its SIMD width once per process; check the narrower ones in a subprocess.
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, SGFAST_CPU_SIMD=simd, OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(__file__), env.get("PYTHONPATH", "")])
+    proc = subprocess.run([sys.executable, "-c", _SIMD_CHECK], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 def _bad_cases():
     ok = make_inputs(2, 3, 4, 5)
     c, a, col, m, lay = ok

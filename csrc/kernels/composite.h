@@ -8,17 +8,25 @@
 //   dL/da_k = sum_c g_{k+1,c} * (col_{k,c} * m_k - C_{k,c})     (alpha is shared by the 3 channels)
 //   dL/dcol_{k,c} = sum over pixels of g_{k+1,c} * a_k * m_k    (reduced by the caller)
 //
-// The functions work on L "lanes" = L consecutive pixels of one image (plane stride hw). The CPU
-// kernel uses L = 32..64 so the lane loops vectorise; the CUDA kernel uses L = 1 (one pixel per
-// thread). The backward never stores the K intermediate canvases of a whole image: it recomputes
-// them per pixel, kGroup strokes at a time in a small local array (registers on CUDA). For
-// K <= kGroup there is one group and no extra work; for larger K each group recomputes its start
-// canvas C_{k0} from C_0 and its incoming gradient g_{k1} from a suffix product of (1 - a), so any
-// K works at O(K^2 / kGroup) cost per pixel.
+// The functions handle one "pixel value" V through an IO policy: ScalarIO (one pixel; CUDA threads
+// and CPU tails) or a SIMD vector of consecutive pixels (CPU, csrc/cpu/composite.cpp). Everything
+// of a pixel stays in registers. The backward never stores the K intermediate canvases of an image:
+// it recomputes them per pixel, kGroup strokes at a time. For K <= kGroup there is one group and no
+// extra work; for larger K each group recomputes its start canvas C_{k0} from C_0 and its incoming
+// gradient g_{k1} from a suffix product of (1 - a), so any K works at O(K^2 / kGroup) per pixel.
 #pragma once
 #include <stdint.h>
 
 #include "kernels/common.h"
+
+// Forced inlining: on the CPU these templates must be compiled inside the caller's SIMD target.
+#if defined(__CUDACC__)
+#define SGFAST_CFN __host__ __device__ __forceinline__
+#define SGFAST_UNROLL _Pragma("unroll")
+#else
+#define SGFAST_CFN inline __attribute__((always_inline))
+#define SGFAST_UNROLL _Pragma("GCC unroll 16")
+#endif
 
 namespace sgfast {
 namespace composite {
@@ -26,9 +34,19 @@ namespace composite {
 // Strokes whose intermediate canvases are kept at once by the backward.
 constexpr int kGroup = 16;
 
+// One pixel per value.
+template <typename T>
+struct ScalarIO {
+  using V = T;
+  static constexpr int kWidth = 1;
+  static SGFAST_CFN V load(const T* p) { return *p; }
+  static SGFAST_CFN void store(T* p, V v) { *p = v; }
+  static SGFAST_CFN V splat(T x) { return x; }
+};
+
 // m_k = p_k + q_k * S: (p, q) = (1, 0) without a mask, (0, 1) foreground, (1, -1) background.
 template <typename T>
-SGFAST_HD void gate_coeffs(bool has_mask, const bool* layer, int64_t k, T& p, T& q) {
+SGFAST_CFN void gate_coeffs(bool has_mask, const bool* layer, int64_t k, T& p, T& q) {
   if (!has_mask) {
     p = T(1);
     q = T(0);
@@ -41,141 +59,116 @@ SGFAST_HD void gate_coeffs(bool has_mask, const bool* layer, int64_t k, T& p, T&
   }
 }
 
-// Loads the mask of n lanes (zeros without a mask, where the gate ignores it).
-template <typename T, int L>
-SGFAST_HD void load_mask(int n, const T* __restrict__ mask, T (&s)[L]) {
-  for (int l = 0; l < L; ++l) s[l] = T(0);
-  if (mask != nullptr)
-    for (int l = 0; l < n; ++l) s[l] = mask[l];
-}
-
-// Forward of n <= L lanes. Pointers are at (image b, first pixel). out: [3] planes (may be null),
-// frames: [K, 3] planes of every intermediate canvas (may be null).
-template <typename T, int L>
-SGFAST_HD void forward_lanes(int n, int64_t K, int64_t hw, const T* __restrict__ canvas,
-                             const T* __restrict__ alpha, const T* __restrict__ color,
-                             const T* __restrict__ mask, const bool* __restrict__ layer,
-                             T* __restrict__ out, T* __restrict__ frames) {
-  T s[L];
-  load_mask<T, L>(n, mask, s);
-  T c[3][L];
-  for (int ch = 0; ch < 3; ++ch)
-    for (int l = 0; l < n; ++l) c[ch][l] = canvas[ch * hw + l];
+// Forward of one value. Pointers are at (image b, first pixel); planes are hw apart.
+// out: 3 planes (may be null); frames: K x 3 planes of every intermediate canvas (may be null).
+template <typename IO, typename T>
+SGFAST_CFN void forward_px(int64_t K, int64_t hw, const T* __restrict__ canvas, const T* __restrict__ alpha,
+                           const T* __restrict__ color, const T* __restrict__ mask,
+                           const bool* __restrict__ layer, T* __restrict__ out, T* __restrict__ frames) {
+  using V = typename IO::V;
+  const V s = mask != nullptr ? IO::load(mask) : IO::splat(T(0));
+  V c[3];
+  for (int ch = 0; ch < 3; ++ch) c[ch] = IO::load(canvas + ch * hw);
   for (int64_t k = 0; k < K; ++k) {
     T p, q;
     gate_coeffs<T>(mask != nullptr, layer, k, p, q);
-    const T* a = alpha + k * hw;
+    const V a = IO::load(alpha + k * hw);
+    const V am = a * (IO::splat(p) + IO::splat(q) * s);
+    const V keep = IO::splat(T(1)) - a;
     for (int ch = 0; ch < 3; ++ch) {
-      const T col = color[k * 3 + ch];
-      for (int l = 0; l < n; ++l) {
-        const T m = p + q * s[l];
-        c[ch][l] = c[ch][l] * (T(1) - a[l]) + a[l] * col * m;
-      }
-      if (frames != nullptr)
-        for (int l = 0; l < n; ++l) frames[(k * 3 + ch) * hw + l] = c[ch][l];
+      c[ch] = c[ch] * keep + am * IO::splat(color[k * 3 + ch]);
+      if (frames != nullptr) IO::store(frames + (k * 3 + ch) * hw, c[ch]);
     }
   }
   if (out != nullptr)
-    for (int ch = 0; ch < 3; ++ch)
-      for (int l = 0; l < n; ++l) out[ch * hw + l] = c[ch][l];
+    for (int ch = 0; ch < 3; ++ch) IO::store(out + ch * hw, c[ch]);
 }
 
-// Backward of strokes [k0, k1) (k1 - k0 <= kGroup) for n <= L lanes. Writes grad_alpha of those
-// strokes, adds the per-lane colour gradient terms to dcol[k - k0][ch][lane], and writes
-// grad_canvas (= g_0) when k0 == 0.
-template <typename T, int L>
-SGFAST_HD void backward_group_lanes(int n, int64_t K, int64_t hw, int64_t k0, int64_t k1,
-                                    const T* __restrict__ grad_out, const T* __restrict__ canvas,
-                                    const T* __restrict__ alpha, const T* __restrict__ color,
-                                    const T* __restrict__ mask, const bool* __restrict__ layer,
-                                    T* __restrict__ grad_canvas, T* __restrict__ grad_alpha,
-                                    T (&dcol)[kGroup][3][L]) {
+#if !defined(__CUDACC__)
+#pragma GCC diagnostic push
+// saved[j] is read only for j < count, where it was written.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+// Backward of strokes [k0, k1) (k1 - k0 <= kGroup) for one value. Writes grad_alpha of those
+// strokes, adds the colour gradient terms to dcol[k - k0][ch] (per lane), and writes grad_canvas
+// (= g_0) when k0 == 0.
+template <typename IO, typename T>
+SGFAST_CFN void backward_group_px(int64_t K, int64_t hw, int64_t k0, int64_t k1, const T* __restrict__ grad_out,
+                                  const T* __restrict__ canvas, const T* __restrict__ alpha,
+                                  const T* __restrict__ color, const T* __restrict__ mask,
+                                  const bool* __restrict__ layer, T* __restrict__ grad_canvas,
+                                  T* __restrict__ grad_alpha, typename IO::V (&dcol)[kGroup][3]) {
+  using V = typename IO::V;
   const bool has_mask = mask != nullptr;
-  T s[L];
-  load_mask<T, L>(n, mask, s);
+  const V s = has_mask ? IO::load(mask) : IO::splat(T(0));
+  const V one = IO::splat(T(1));
 
   // C_{k0}: forward from the input canvas over the strokes before the group.
-  T c[3][L];
-  for (int ch = 0; ch < 3; ++ch)
-    for (int l = 0; l < n; ++l) c[ch][l] = canvas[ch * hw + l];
+  V c[3];
+  for (int ch = 0; ch < 3; ++ch) c[ch] = IO::load(canvas + ch * hw);
   for (int64_t k = 0; k < k0; ++k) {
     T p, q;
     gate_coeffs<T>(has_mask, layer, k, p, q);
-    const T* a = alpha + k * hw;
-    for (int ch = 0; ch < 3; ++ch) {
-      const T col = color[k * 3 + ch];
-      for (int l = 0; l < n; ++l) c[ch][l] = c[ch][l] * (T(1) - a[l]) + a[l] * col * (p + q * s[l]);
-    }
+    const V a = IO::load(alpha + k * hw);
+    const V am = a * (IO::splat(p) + IO::splat(q) * s);
+    for (int ch = 0; ch < 3; ++ch) c[ch] = c[ch] * (one - a) + am * IO::splat(color[k * 3 + ch]);
   }
 
   // g_{k1} = grad_out * prod_{k >= k1} (1 - a_k).
-  T g[3][L];
-  for (int ch = 0; ch < 3; ++ch)
-    for (int l = 0; l < n; ++l) g[ch][l] = grad_out[ch * hw + l];
+  V g[3];
+  for (int ch = 0; ch < 3; ++ch) g[ch] = IO::load(grad_out + ch * hw);
   if (k1 < K) {
-    T t[L];
-    for (int l = 0; l < n; ++l) t[l] = T(1);
-    for (int64_t k = k1; k < K; ++k) {
-      const T* a = alpha + k * hw;
-      for (int l = 0; l < n; ++l) t[l] *= T(1) - a[l];
-    }
-    for (int ch = 0; ch < 3; ++ch)
-      for (int l = 0; l < n; ++l) g[ch][l] *= t[l];
+    V t = one;
+    for (int64_t k = k1; k < K; ++k) t = t * (one - IO::load(alpha + k * hw));
+    for (int ch = 0; ch < 3; ++ch) g[ch] = g[ch] * t;
   }
 
-  // Forward through the group, keeping every C_k.
+  // Forward through the group, keeping every C_k (registers once unrolled).
   const int count = static_cast<int>(k1 - k0);
-  T saved[kGroup][3][L];
-#if defined(__CUDA_ARCH__)
-#pragma unroll
-#endif
+  V saved[kGroup][3];
+  SGFAST_UNROLL
   for (int j = 0; j < kGroup; ++j) {
     if (j < count) {
       const int64_t k = k0 + j;
       T p, q;
       gate_coeffs<T>(has_mask, layer, k, p, q);
-      const T* a = alpha + k * hw;
+      const V a = IO::load(alpha + k * hw);
+      const V am = a * (IO::splat(p) + IO::splat(q) * s);
       for (int ch = 0; ch < 3; ++ch) {
-        const T col = color[k * 3 + ch];
-        for (int l = 0; l < n; ++l) {
-          saved[j][ch][l] = c[ch][l];
-          c[ch][l] = c[ch][l] * (T(1) - a[l]) + a[l] * col * (p + q * s[l]);
-        }
+        saved[j][ch] = c[ch];
+        c[ch] = c[ch] * (one - a) + am * IO::splat(color[k * 3 + ch]);
       }
     }
   }
 
   // Reverse through the group.
-#if defined(__CUDA_ARCH__)
-#pragma unroll
-#endif
+  SGFAST_UNROLL
   for (int j = kGroup - 1; j >= 0; --j) {
     if (j < count) {
       const int64_t k = k0 + j;
       T p, q;
       gate_coeffs<T>(has_mask, layer, k, p, q);
-      const T* a = alpha + k * hw;
-      T da[L];
-      for (int l = 0; l < n; ++l) da[l] = T(0);
+      const V a = IO::load(alpha + k * hw);
+      const V m = IO::splat(p) + IO::splat(q) * s;
+      const V am = a * m;
+      const V keep = one - a;
+      V da = IO::splat(T(0));
       for (int ch = 0; ch < 3; ++ch) {
-        const T col = color[k * 3 + ch];
-        for (int l = 0; l < n; ++l) {
-          const T m = p + q * s[l];
-          const T gl = g[ch][l];
-          da[l] += gl * (col * m - saved[j][ch][l]);
-          dcol[j][ch][l] += gl * a[l] * m;
-          g[ch][l] = gl * (T(1) - a[l]);
-        }
+        const V col = IO::splat(color[k * 3 + ch]);
+        da = da + g[ch] * (col * m - saved[j][ch]);
+        dcol[j][ch] = dcol[j][ch] + g[ch] * am;
+        g[ch] = g[ch] * keep;
       }
-      T* ga = grad_alpha + k * hw;
-      for (int l = 0; l < n; ++l) ga[l] = da[l];
+      IO::store(grad_alpha + k * hw, da);
     }
   }
 
   if (k0 == 0)
-    for (int ch = 0; ch < 3; ++ch)
-      for (int l = 0; l < n; ++l) grad_canvas[ch * hw + l] = g[ch][l];
+    for (int ch = 0; ch < 3; ++ch) IO::store(grad_canvas + ch * hw, g[ch]);
 }
+#if !defined(__CUDACC__)
+#pragma GCC diagnostic pop
+#endif
 
 }  // namespace composite
 }  // namespace sgfast
