@@ -2,9 +2,9 @@
 //
 // Forward, per output row: interpolate the two input rows it reads (a contiguous, vectorisable
 // blend over the touched columns), then pick two columns per output pixel. Backward, per plane:
-// scatter each gradient row along the columns into a [h_out, W] buffer (serial within a plane),
-// then GATHER every input row from the output rows that touch it (touch_range, shared with the
-// CUDA kernel). Work is split over (image, channel) planes, each done by one thread in a fixed
+// gather each gradient row along the columns into a [h_out, W] buffer (through the transposed
+// column table), then gather every input row from the output rows that touch it (touch_range,
+// shared with the CUDA kernel). Work is split over (image, channel) planes, each done by one thread in a fixed
 // order, so results are bitwise deterministic whatever the thread count.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -86,11 +86,12 @@ template <typename T>
 void crop_backward_planes(const T* grad, const T* boxes, const T* mask, T* gx, int64_t B, int64_t C, int64_t H,
                           int64_t W, int64_t h, int64_t w) {
   at::parallel_for(0, B * C, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> colsum;  // [h, W]: gradient rows scattered along the columns
+    std::vector<T> colsum;  // [h, W]: gradient rows gathered along the columns
     for (int64_t bc = begin; bc < end; ++bc) {
       const int64_t b = bc / C;
       const T* box = boxes + 4 * b;
-      const AxisTable<T> cols{double(box[0]), double(box[2]), w, W};
+      AxisTable<T> cols{double(box[0]), double(box[2]), w, W};
+      cols.build_adjoint();
       const AxisTable<T> rows{double(box[1]), double(box[3]), h, H};
       const T* G = grad + bc * h * w;
       const T* M = mask ? mask + b * H * W : nullptr;
@@ -101,11 +102,14 @@ void crop_backward_planes(const T* grad, const T* boxes, const T* mask, T* gx, i
       colsum.resize(h * W);
       for (int64_t i = 0; i < h; ++i) {
         T* s = colsum.data() + i * W;
-        std::fill(s + lo, s + hi + 1, T(0));
         const T* g = G + i * w;
-        for (int64_t j = 0; j < w; ++j) {
-          s[cols.i0[j]] += cols.w0[j] * g[j];
-          s[cols.i1[j]] += cols.w1[j] * g[j];
+        const int64_t* start = cols.adj_start.data();
+        const int64_t* kk = cols.adj_k.data();
+        const T* ww = cols.adj_w.data();
+        for (int64_t q = lo; q <= hi; ++q) {
+          T acc = T(0);
+          for (int64_t e = start[q - lo]; e < start[q - lo + 1]; ++e) acc += ww[e] * g[kk[e]];
+          s[q] = acc;
         }
       }
       const double y = double(box[1]), hb = double(box[3]);

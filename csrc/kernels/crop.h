@@ -144,6 +144,39 @@ struct AxisTable {
   }
 
   AxisTap<T> tap(int64_t k) const { return AxisTap<T>{i0[k], i1[k], w0[k], w1[k]}; }
+
+  // The transpose, in compressed rows: for input index q in [lo, hi], the output indices that read
+  // it, adj_k[adj_start[q - lo] .. adj_start[q - lo + 1]) with weights adj_w, in increasing k. It
+  // turns the backward's scatter along this axis into a gather (no store-to-load chains, fixed
+  // summation order).
+  std::vector<int64_t> adj_start, adj_k;
+  std::vector<T> adj_w;
+
+  void build_adjoint() {
+    const int64_t n = hi - lo + 1;
+    if (n <= 0) return;
+    adj_start.assign(n + 1, 0);
+    for (size_t k = 0; k < w0.size(); ++k) {
+      if (w0[k] != T(0)) ++adj_start[i0[k] - lo + 1];
+      if (w1[k] != T(0)) ++adj_start[i1[k] - lo + 1];
+    }
+    for (int64_t q = 0; q < n; ++q) adj_start[q + 1] += adj_start[q];
+    adj_k.resize(adj_start[n]);
+    adj_w.resize(adj_start[n]);
+    std::vector<int64_t> fill(adj_start.begin(), adj_start.end() - 1);
+    for (size_t k = 0; k < w0.size(); ++k) {
+      if (w0[k] != T(0)) {
+        const int64_t e = fill[i0[k] - lo]++;
+        adj_k[e] = int64_t(k);
+        adj_w[e] = w0[k];
+      }
+      if (w1[k] != T(0)) {
+        const int64_t e = fill[i1[k] - lo]++;
+        adj_k[e] = int64_t(k);
+        adj_w[e] = w1[k];
+      }
+    }
+  }
 };
 
 // ---------------------------------------------------------------------------------------------
