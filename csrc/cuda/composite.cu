@@ -30,7 +30,7 @@ __global__ void forward_kernel(int64_t total, int64_t K, int64_t hw, const T* __
                                T* __restrict__ frames) {
   SGFAST_KERNEL_LOOP(i, total) {
     const int64_t b = i / hw, p = i - b * hw;
-    composite::forward_lanes<T, 1>(1, K, hw, canvas + b * 3 * hw + p, alpha + b * K * hw + p, color + b * K * 3,
+    composite::forward_px<composite::ScalarIO<T>, T>(K, hw, canvas + b * 3 * hw + p, alpha + b * K * hw + p, color + b * K * 3,
                                    mask ? mask + b * hw + p : nullptr, layer, out ? out + b * 3 * hw + p : nullptr,
                                    frames ? frames + b * K * 3 * hw + p : nullptr);
   }
@@ -63,13 +63,13 @@ __global__ void backward_kernel(int64_t B, int64_t K, int64_t hw, const T* __res
   for (int64_t b = blockIdx.y; b < B; b += gridDim.y) {
     for (int64_t k0 = 0; k0 < K; k0 += kGroup) {
       const int64_t k1 = k0 + kGroup < K ? k0 + kGroup : K;
-      T dcol[kGroup][3][1];
+      T dcol[kGroup][3];
 #pragma unroll
       for (int j = 0; j < kGroup; ++j)
 #pragma unroll
-        for (int ch = 0; ch < 3; ++ch) dcol[j][ch][0] = T(0);
+        for (int ch = 0; ch < 3; ++ch) dcol[j][ch] = T(0);
       for (int64_t p = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; p < hw; p += (int64_t)blockDim.x * tiles) {
-        composite::backward_group_lanes<T, 1>(1, K, hw, k0, k1, grad_out + b * 3 * hw + p, canvas + b * 3 * hw + p,
+        composite::backward_group_px<composite::ScalarIO<T>, T>(K, hw, k0, k1, grad_out + b * 3 * hw + p, canvas + b * 3 * hw + p,
                                               alpha + b * K * hw + p, color + b * K * 3,
                                               mask ? mask + b * hw + p : nullptr, layer, grad_canvas + b * 3 * hw + p,
                                               grad_alpha + b * K * hw + p, dcol);
@@ -80,7 +80,7 @@ __global__ void backward_kernel(int64_t B, int64_t K, int64_t hw, const T* __res
         if (j < k1 - k0) {
 #pragma unroll
           for (int ch = 0; ch < 3; ++ch) {
-            const T s = block_sum(dcol[j][ch][0], scratch);
+            const T s = block_sum(dcol[j][ch], scratch);
             if (threadIdx.x == 0) part[(k0 + j) * 3 + ch] = s;
           }
         }
