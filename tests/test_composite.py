@@ -138,13 +138,16 @@ def test_frames(dtype, mask, layer):
     assert torch.equal(frames[:, -1], ops.composite(*inputs))
 
 
-def test_torch_compile_fullgraph():
+@pytest.mark.parametrize("backend", ["aot_eager", pytest.param("inductor", marks=pytest.mark.slow)])
+def test_torch_compile_fullgraph(backend):
+    # aot_eager traces the fake kernels and the autograd formula; inductor (slow: C++ codegen)
+    # also compiles the surrounding ops.
     canvas, alpha, color, mask, layer = make_inputs(2, 5, 6, 7)
 
     def step(c, a, col):
         return (ops.composite(c, a.sigmoid(), col, mask, layer) ** 2).sum()
 
-    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    compiled = torch.compile(step, fullgraph=True, backend=backend)
     results = []
     for fn in (compiled, step):
         leaves = [t.detach().clone().requires_grad_() for t in (canvas, alpha, color)]
