@@ -106,6 +106,17 @@ def test_stacked_channels_equal_separate_crops(device):
     torch.testing.assert_close(stacked, separate)
 
 
+@pytest.mark.parametrize("box_side, size", [(0.2, (31, 29)), (0.9, (5, 7)), (0.5, (12, 3))])
+def test_magnified_and_minified_boxes(device, box_side, size):
+    """The CPU kernels take a different loop order when the box is magnified: cover both."""
+    x = torch.rand(3, 4, 24, 26, dtype=torch.float64, device=device)
+    boxes = torch.tensor([[0.1, 0.05, box_side, box_side]] * 3, dtype=torch.float64, device=device)
+    boxes[1, :2] = -0.1
+    mask = torch.rand(3, 1, 24, 26, dtype=torch.float64, device=device)
+    compare(x, boxes, size, mask)
+    compare(x, boxes, size)
+
+
 def test_float32_boxes_with_float64_image(device):
     x = torch.rand(2, 1, 9, 9, dtype=torch.float64, device=device)
     boxes = random_boxes(2, torch.float32, device)

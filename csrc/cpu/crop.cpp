@@ -50,7 +50,7 @@ void crop_forward_impl(const T* x, const T* boxes, const T* mask, T* out, int64_
                        int64_t W, int64_t h, int64_t w) {
   // One task per (image, channel) plane; the tables are O(h + w) and cheap to rebuild per plane.
   at::parallel_for(0, B * C, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> rowbuf(W);
+    std::vector<T> rowbuf(W), colbuf;
     for (int64_t bc = begin; bc < end; ++bc) {
       const int64_t b = bc / C;
       const T* box = boxes + 4 * b;
@@ -59,8 +59,30 @@ void crop_forward_impl(const T* x, const T* boxes, const T* mask, T* out, int64_
       const T* X = x + bc * H * W;
       const T* M = mask ? mask + b * H * W : nullptr;
       T* O = out + bc * h * w;
-      if (cols.hi < cols.lo) {
+      if (cols.hi < cols.lo || rows.hi < rows.lo) {
         std::fill(O, O + h * w, T(0));
+        continue;
+      }
+      const int64_t n_rows = rows.hi - rows.lo + 1;
+      if (n_rows < h) {
+        // Fewer input rows are read than output rows are written (the box is magnified): pick
+        // columns once per input row read, then blend whole rows (contiguous, vectorisable).
+        colbuf.resize(n_rows * w);
+        for (int64_t p = rows.lo; p <= rows.hi; ++p) {
+          const T* r = X + p * W;
+          T* v = colbuf.data() + (p - rows.lo) * w;
+          if (M != nullptr) {  // mask the row once (vectorised), then pick columns from it
+            const T* m = M + p * W;
+            for (int64_t q = cols.lo; q <= cols.hi; ++q) rowbuf[q] = r[q] * m[q];
+            r = rowbuf.data();
+          }
+          for (int64_t j = 0; j < w; ++j) v[j] = cols.w0[j] * r[cols.i0[j]] + cols.w1[j] * r[cols.i1[j]];
+        }
+        for (int64_t i = 0; i < h; ++i) {
+          const AxisTap<T> ty = rows.tap(i);
+          const T* v = colbuf.data() - rows.lo * w;
+          blend_rows<T>(O + i * w, v + ty.i0 * w, v + ty.i1 * w, nullptr, nullptr, ty.w0, ty.w1, 0, w - 1);
+        }
         continue;
       }
       for (int64_t i = 0; i < h; ++i) {
@@ -87,6 +109,7 @@ void crop_backward_planes(const T* grad, const T* boxes, const T* mask, T* gx, i
                           int64_t W, int64_t h, int64_t w) {
   at::parallel_for(0, B * C, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> colsum;  // [h, W]: gradient rows gathered along the columns
+    std::vector<T> rowsum;  // [rows read, w]: gradient rows summed into the input rows
     for (int64_t bc = begin; bc < end; ++bc) {
       const int64_t b = bc / C;
       const T* box = boxes + 4 * b;
@@ -99,6 +122,38 @@ void crop_backward_planes(const T* grad, const T* boxes, const T* mask, T* gx, i
       std::fill(O, O + H * W, T(0));
       if (cols.hi < cols.lo || rows.hi < rows.lo) continue;
       const int64_t lo = cols.lo, hi = cols.hi;
+      const int64_t n_rows = rows.hi - rows.lo + 1;
+      if (n_rows < h) {
+        // Magnified box: sum the gradient rows into the input rows they read (whole-row axpys in
+        // output-row order), then gather the columns of those rows only.
+        rowsum.assign(n_rows * w, T(0));
+        T* u = rowsum.data() - rows.lo * w;
+        for (int64_t i = 0; i < h; ++i) {
+          const AxisTap<T> ty = rows.tap(i);
+          const T* g = G + i * w;
+          if (ty.w0 != T(0))
+            for (int64_t j = 0; j < w; ++j) u[ty.i0 * w + j] += ty.w0 * g[j];
+          if (ty.w1 != T(0))
+            for (int64_t j = 0; j < w; ++j) u[ty.i1 * w + j] += ty.w1 * g[j];
+        }
+        const int64_t* start = cols.adj_start.data();
+        const int64_t* kk = cols.adj_k.data();
+        const T* ww = cols.adj_w.data();
+        for (int64_t p = rows.lo; p <= rows.hi; ++p) {
+          const T* up = u + p * w;
+          T* o = O + p * W;
+          for (int64_t q = lo; q <= hi; ++q) {
+            T acc = T(0);
+            for (int64_t e = start[q - lo]; e < start[q - lo + 1]; ++e) acc += ww[e] * up[kk[e]];
+            o[q] = acc;
+          }
+          if (M != nullptr) {
+            const T* m = M + p * W;
+            for (int64_t q = lo; q <= hi; ++q) o[q] *= m[q];
+          }
+        }
+        continue;
+      }
       colsum.resize(h * W);
       for (int64_t i = 0; i < h; ++i) {
         T* s = colsum.data() + i * W;
