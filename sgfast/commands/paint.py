@@ -1,0 +1,181 @@
+"""`sgfast paint IMG... --out DIR`: paint images with a trained agent and write, per image, a folder
+DIR/<name>/ with painting.png, fg.png / bg.png (sg mode: each layer's strokes alone on a blank
+canvas), target.png, mask.png (the S the strokes were gated by; mask_<i>.png per instance),
+progress.gif, progress.mp4 (when OpenCV can write mp4v), strokes.json, strokes.svg and, with
+--size N, painting_<N>.png (the strokes re-rendered exactly at N px). Each folder is written to a
+temporary name and renamed when complete. See sgfast/paint.py for the Python API.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+
+
+def configure(parser):
+    parser.add_argument("images", nargs="+", help="image files (any format OpenCV reads)")
+    parser.add_argument("--out", default="out/paint", help="output folder (default: %(default)s)")
+    parser.add_argument("--mode", choices=("sg", "baseline"), default="sg",
+                        help="semantic guidance (fg/bg strokes) or the Learning-to-Paint baseline")
+    parser.add_argument("--steps", type=int, default=None, help="agent steps (default: the agent's episode)")
+    parser.add_argument("--actor", default=None, help="agent weights (default: weights/agent_<mode>_tiny.pt)")
+    parser.add_argument("--renderer", default=None, help="renderer weights (default: weights/renderer_tiny.pt)")
+    parser.add_argument("--segmenter", default=None, help="Ψ weights (default: weights/segmenter_tiny.pt)")
+    parser.add_argument("--expert", default=None, help="expert weights (default: weights/expert_tiny.pt)")
+    parser.add_argument("--mask", nargs="+", default=None, metavar="FILE",
+                        help="one foreground mask per image (instead of Ψ); '-' = predict that one")
+    parser.add_argument("--box", nargs="+", default=None, metavar="FILE",
+                        help="one box file per image: 'x y w h' normalised, x horizontal; '-' = default")
+    parser.add_argument("--instances", nargs="+", default=None, metavar="A.png,B.png",
+                        help="per image, comma-separated instance masks (Eq. 16: each step paints the "
+                             "instance with the largest remaining error)")
+    parser.add_argument("--size", type=int, default=None,
+                        help="also re-render the strokes exactly at this side (painting_<N>.png)")
+    parser.add_argument("--supersample", type=int, default=4, help="exact re-render samples per pixel side")
+    parser.add_argument("--frames", choices=("step", "stroke"), default="step",
+                        help="one progress frame per step (default) or per stroke")
+    parser.add_argument("--frame-size", type=int, default=128, help="GIF/MP4 frame side (nearest upscale)")
+    parser.add_argument("--no-video", action="store_true", help="skip the GIF and MP4")
+    parser.add_argument("--batch-size", type=int, default=8, help="images painted together (default 8)")
+    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument("--ops", choices=("fused", "eager"), default="fused",
+                        help="fused sgfast ops or the eager references")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _per_image(values, n, flag):
+    if values is None:
+        return None
+    if len(values) != n:
+        raise SystemExit(f"sgfast paint: {flag}: {len(values)} given for {n} images (one per image, '-' to skip)")
+    return [None if v == "-" else v for v in values]
+
+
+def _u8(t):
+    return (t.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+
+
+def _upscale(frame, side):
+    import cv2
+
+    if side is None or frame.shape[0] == side:
+        return frame
+    return cv2.resize(frame, (side, side), interpolation=cv2.INTER_NEAREST)
+
+
+def write_result(result, folder, size=None, supersample=4, frame_size=256, video=True, device="cpu"):
+    """Write one PaintResult into `folder` atomically (temp folder + rename). Returns the file list."""
+    from sgfast.paint import result_exact
+    from sgfast.paint_export import gif_bytes, png_bytes, strokes_document, svg_text, write_mp4
+
+    parent = os.path.dirname(os.path.abspath(folder))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="." + os.path.basename(folder) + ".", suffix=".tmp", dir=parent)
+    try:
+        def put(name, data):
+            with open(os.path.join(tmp, name), "wb") as f:
+                f.write(data)
+
+        put("painting.png", png_bytes(_u8(result.canvas)))
+        put("target.png", png_bytes(_u8(result.target)))
+        mask_files, mask_pairs = [], []
+        if result.mode == "sg":
+            put("fg.png", png_bytes(_u8(result.fg_layer)))
+            put("bg.png", png_bytes(_u8(result.bg_layer)))
+            single = result.masks.shape[0] == 1
+            for i, m in enumerate(result.masks):
+                name = "mask.png" if single else f"mask_{i}.png"
+                m8 = (m.clamp(0, 1) * 255).round().byte().numpy()
+                put(name, png_bytes(m8))
+                mask_files.append(name)
+                mask_pairs.append((png_bytes(m8), png_bytes(255 - m8)))
+        doc = strokes_document(result.strokes, result.layers, result.steps, result.mask_ids, mask_files,
+                               result.size, result.mode, source=result.name)
+        put("strokes.json", json.dumps(doc, indent=1).encode())
+        put("strokes.svg", svg_text(result.strokes, result.layers, result.mask_ids, mask_pairs,
+                                    result.size).encode())
+        if size:
+            put(f"painting_{size}.png", png_bytes(_u8(result_exact(result, size, supersample, device))))
+        if video and result.frames:
+            frames = [_upscale(f, frame_size) for f in result.frames]
+            put("progress.gif", gif_bytes(frames))
+            write_mp4(os.path.join(tmp, "progress.mp4"), frames)  # skipped if OpenCV cannot
+        files = sorted(os.listdir(tmp))
+        if os.path.isdir(folder):  # replace a previous painting as a whole
+            old = folder + ".old"
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(folder, old)
+            os.replace(tmp, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, folder)
+        return files
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def unique_names(results):
+    seen = {}
+    names = []
+    for r in results:
+        n = r.name
+        seen[n] = seen.get(n, 0) + 1
+        names.append(n if seen[n] == 1 else f"{n}_{seen[n]}")
+    return names
+
+
+def run(args):
+    import torch
+
+    from sgfast.paint import PaintError, paint
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    n = len(args.images)
+    masks = _per_image(args.mask, n, "--mask")
+    boxes = _per_image(args.box, n, "--box")
+    inst = _per_image(args.instances, n, "--instances")
+    if inst is not None:
+        inst = [None if v is None else [p for p in v.split(",") if p] for v in inst]
+    if args.size is not None and not 8 <= args.size <= 16384:
+        raise SystemExit(f"sgfast paint: --size must be in [8, 16384], got {args.size}")
+    # Refuse an unwritable output folder before spending time painting.
+    try:
+        os.makedirs(args.out, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=args.out, prefix=".probe", delete=True)
+        probe.close()
+    except OSError as exc:
+        print(f"sgfast paint: error: cannot write to --out {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    try:
+        results = paint(args.images, mode=args.mode, steps=args.steps, actor=args.actor,
+                        renderer=args.renderer, segmenter=args.segmenter, expert=args.expert, masks=masks,
+                        boxes=boxes, instances=inst, device=args.device, ops=args.ops,
+                        batch_size=args.batch_size, frames="none" if args.no_video else args.frames,
+                        progress=not args.no_progress)
+    except PaintError as exc:
+        print(f"sgfast paint: error: {exc}", file=sys.stderr)
+        return 2
+    failed = 0
+    for r, name in zip(results, unique_names(results)):
+        if not r.ok:
+            failed += 1
+            print(f"sgfast paint: skipped {r.name}: {r.error}", file=sys.stderr)
+            continue
+        folder = os.path.join(args.out, name)
+        try:
+            write_result(r, folder, args.size, args.supersample, args.frame_size, not args.no_video, args.device)
+        except OSError as exc:
+            failed += 1
+            print(f"sgfast paint: could not write {folder}: {exc}", file=sys.stderr)
+            continue
+        l2 = float(((r.canvas - r.target) ** 2).mean())
+        print(f"{folder}: {len(r.strokes)} strokes, L2 {l2:.4f}")
+    print(f"sgfast paint: {n - failed} of {n} images painted -> {args.out}", file=sys.stderr)
+    return 1 if failed else 0
