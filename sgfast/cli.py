@@ -13,6 +13,8 @@ COMMANDS = {
     "train-segmenter": ("train.segmenter", "train Ψ, the foreground mask and box network"),
     "train-expert": ("train.expert", "train the expert classifier behind the guided-backprop maps"),
     "prepare": ("sgfast.commands.prepare", "compute masks, boxes and GBP maps for a dataset into one file"),
+    "paint": ("sgfast.commands.paint", "paint images with a trained agent: PNG, layers, GIF/MP4, stroke JSON/SVG"),
+    "render": ("sgfast.commands.render", "re-render an exported strokes.json exactly at any size"),
 }
 
 
