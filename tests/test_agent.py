@@ -113,7 +113,10 @@ def test_resume_restores_everything_and_continues(tmp_path, capsys):
 
 
 @needs_reference
-def test_ctrl_c_saves_a_checkpoint(tmp_path, monkeypatch):
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_ctrl_c_and_sigterm_save_a_checkpoint(tmp_path, monkeypatch, how):
+    import signal
+
     from train.agent import Trainer
 
     calls = {"n": 0}
@@ -122,7 +125,10 @@ def test_ctrl_c_saves_a_checkpoint(tmp_path, monkeypatch):
     def interrupted(self, bar=None):
         calls["n"] += 1
         if calls["n"] == 3:
-            raise KeyboardInterrupt
+            if how == "sigterm":
+                os.kill(os.getpid(), signal.SIGTERM)  # the handler raises KeyboardInterrupt
+            else:
+                raise KeyboardInterrupt
         return original(self, bar)
 
     monkeypatch.setattr(Trainer, "run_episode", interrupted)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import sys
+import threading
 import time
 
 import torch
@@ -80,6 +82,10 @@ def configure(parser):
     for flag, field, typ, help_text in OVERRIDES:
         parser.add_argument(flag, dest=field, type=typ, default=None,
                             help=f"{help_text} (default: from --config)")
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def build_config(args):
@@ -269,6 +275,12 @@ class Trainer:
         bar = tqdm(total=cfg.train_steps, initial=min(self.step, cfg.train_steps), unit="step",
                    disable=self.rank != 0 or self.args.no_progress, dynamic_ncols=True, file=sys.stderr)
         t0, updates0 = time.perf_counter(), self.updates
+        # SIGTERM (kill, schedulers) and SIGINT stop like Ctrl-C: checkpoint, then exit. SIGINT is
+        # re-armed because background jobs of a non-interactive shell start with it ignored.
+        restore = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                restore[sig] = signal.signal(sig, _interrupt)
         try:
             while self.step < cfg.train_steps:
                 self.run_episode(bar)
@@ -291,6 +303,8 @@ class Trainer:
             raise
         finally:
             bar.close()
+            for sig, handler in restore.items():
+                signal.signal(sig, handler)
         self.save_checkpoint()
         if self.writer is not None:
             self.writer.close()
