@@ -1,0 +1,60 @@
+"""Batch painting throughput: images/s and strokes/s, batched vs one image at a time vs the eager ops.
+
+    python benchmarks/bench_paint.py [--images 16] [--batch-size 16] [--steps 20] [--device cpu]
+
+Semantics (S from the bundled masks, G from the expert) are computed once outside the timed part;
+the timed part is the agent's episode (actor + renderer + composite) for all images.
+"""
+import argparse
+import glob
+import os
+import time
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--images", type=int, default=16)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    from sgfast.paint import _paint_batch, _resize, load_models, semantics
+    from sgfast.data.imageio import read_image_rgb
+
+    paths = sorted(glob.glob(os.path.join(ROOT, "assets/samples/birds/images/*/*.jpg")))
+    masks = [p.replace("/images/", "/segmentations/")[:-4] + ".png" for p in paths]
+    idx = [i % len(paths) for i in range(args.images)]
+    imgs = [read_image_rgb(paths[i]) for i in idx]
+    rows = []
+    for label, ops, bs in (("batched, fused", "fused", args.batch_size), ("one at a time, fused", "fused", 1),
+                           ("batched, eager", "eager", args.batch_size)):
+        models = load_models("sg", device=args.device, ops=ops, need_segmenter=False)
+        sem = semantics(models, imgs, [masks[i] for i in idx])
+        targets = torch.cat([_resize(torch.from_numpy(im).permute(2, 0, 1)[None], models.size) for im in imgs])
+        _paint_batch(models, targets[:bs], sem[:bs], 2, "none")  # warm-up
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for s in range(0, args.images, bs):
+            _paint_batch(models, targets[s:s + bs], sem[s:s + bs], args.steps, "none")
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+        k = models.meta["strokes_bg"] + models.meta["strokes_fg"]
+        rows.append((label, args.images / dt, args.images * args.steps * k / dt))
+    base = rows[0][1]
+    print(f"{args.images} images, {args.steps} steps, batch {args.batch_size}, device {args.device}, "
+          f"{args.threads} threads")
+    print("| pipeline | images/s | strokes/s | vs batched fused |\n|---|---|---|---|")
+    for label, ips, sps in rows:
+        print(f"| {label} | {ips:.1f} | {sps:.0f} | {ips / base:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
