@@ -5,7 +5,7 @@ import sys
 
 # name -> (module, one-line help). A module defines configure(parser) and run(args) -> int.
 COMMANDS = {
-    "demo": ("sgfast.commands.demo", "the README's first command: render sample strokes, train a smoke renderer"),
+    "demo": ("sgfast.commands.demo", "the README's first command: paint the bundled samples with the shipped agents"),
     "rasterize": ("sgfast.commands.rasterize", "render stroke parameters (.npy/.json) to PNG images"),
     "train-renderer": ("train.renderer", "train the neural stroke renderer on rasterizer labels"),
     "train-agent": ("train.agent", "train the painting agent (model-based DDPG): semantic guidance or baseline"),
