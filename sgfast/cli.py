@@ -15,6 +15,7 @@ COMMANDS = {
     "prepare": ("sgfast.commands.prepare", "compute masks, boxes and GBP maps for a dataset into one file"),
     "paint": ("sgfast.commands.paint", "paint images with a trained agent: PNG, layers, GIF/MP4, stroke JSON/SVG"),
     "render": ("sgfast.commands.render", "re-render an exported strokes.json exactly at any size"),
+    "evaluate": ("sgfast.commands.evaluate", "compare painting agents on a test split: L2, PSNR, fg/parts L2, Ψ on the canvas"),
 }
 
 

@@ -1,0 +1,83 @@
+"""`sgfast evaluate DATASET --actor A [--baseline-actor B]`: compare agents at equal stroke counts on
+a test split (CUB layout, e.g. `sgfast make-dataset birds`). Prints the table and writes
+DIR/evaluate.csv, DIR/evaluate.md and, with --grid N, DIR/grid.png (rows: images; columns: target,
+then each agent). See sgfast/evaluate.py for the metrics."""
+from __future__ import annotations
+
+import os
+import sys
+
+
+def configure(parser):
+    parser.add_argument("dataset", help="dataset folder in the CUB layout (e.g. from `sgfast make-dataset birds`)")
+    parser.add_argument("--actor", action="append", default=None, metavar="WEIGHTS",
+                        help="agent weights (repeatable; default: weights/agent_sg_tiny.pt)")
+    parser.add_argument("--baseline-actor", default=None, metavar="WEIGHTS",
+                        help="the baseline agent to compare with (e.g. weights/agent_baseline_tiny.pt)")
+    parser.add_argument("--optimize", action="store_true",
+                        help="also evaluate the agent-free optimisation painter (paint --method optimize)")
+    parser.add_argument("--optimize-iters", type=int, default=200, help="Adam iterations of --optimize")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="agent steps (default: the agents' episode); strokes = steps x strokes per step")
+    parser.add_argument("--num", type=int, default=None, help="evaluate the first N test images (default: all)")
+    parser.add_argument("--split", choices=("test", "train", "all"), default="test")
+    parser.add_argument("--out", default="out/evaluate", help="output folder (default: %(default)s)")
+    parser.add_argument("--grid", type=int, default=0, metavar="N", help="write grid.png of the first N images")
+    parser.add_argument("--true-masks", action="store_true",
+                        help="give the sg agent the true masks instead of Ψ's (the paper uses Ψ)")
+    parser.add_argument("--segmenter", default=None, help="Ψ weights (default: weights/segmenter_tiny.pt)")
+    parser.add_argument("--renderer", default=None, help="renderer weights (default: weights/renderer_tiny.pt)")
+    parser.add_argument("--expert", default=None, help="expert weights (default: weights/expert_tiny.pt)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--ops", choices=("fused", "eager"), default="fused")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run(args):
+    import torch
+
+    from sgfast.evaluate import as_numpy_u8, evaluate, table_csv, table_markdown, table_text
+    from sgfast.io import atomic_write_bytes
+    from sgfast.paint import DEFAULT_ACTOR, PaintError
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    actors = [(os.path.splitext(os.path.basename(p))[0], p) for p in (args.actor or [DEFAULT_ACTOR["sg"]])]
+    if args.baseline_actor:
+        actors.insert(0, (os.path.splitext(os.path.basename(args.baseline_actor))[0], args.baseline_actor))
+    if len({a for a, _ in actors}) < len(actors):  # same file name twice: number them
+        actors = [(f"{a} #{i + 1}", p) for i, (a, p) in enumerate(actors)]
+    if args.num is not None and args.num < 1:
+        raise SystemExit(f"sgfast evaluate: --num must be >= 1, got {args.num}")
+    if args.steps is not None and args.steps < 1:
+        raise SystemExit(f"sgfast evaluate: --steps must be >= 1, got {args.steps}")
+    painters = []
+    if args.optimize:
+        from sgfast.optimize_painter import batch_painter
+        painters.append((f"optimize ({args.optimize_iters} iters)",
+                         batch_painter(args.renderer, args.optimize_iters, device=args.device)))
+    try:
+        os.makedirs(args.out, exist_ok=True)
+    except OSError as exc:
+        print(f"sgfast evaluate: error: cannot write to --out {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    try:
+        rows, grid = evaluate(args.dataset, actors, args.steps, args.num, args.split, args.batch_size,
+                              args.segmenter, args.renderer, args.expert, args.true_masks, args.device, args.ops,
+                              args.grid, not args.no_progress, painters)
+    except PaintError as exc:
+        print(f"sgfast evaluate: error: {exc}", file=sys.stderr)
+        return 2
+    print(table_text(rows), end="")
+    atomic_write_bytes(os.path.join(args.out, "evaluate.csv"), table_csv(rows).encode())
+    atomic_write_bytes(os.path.join(args.out, "evaluate.md"), table_markdown(rows).encode())
+    written = ["evaluate.csv", "evaluate.md"]
+    if grid is not None:
+        from sgfast.paint_export import png_bytes
+
+        atomic_write_bytes(os.path.join(args.out, "grid.png"), png_bytes(as_numpy_u8(grid)))
+        written.append("grid.png")
+    print(f"sgfast evaluate: wrote {', '.join(written)} -> {args.out}", file=sys.stderr)
+    return 0
