@@ -243,7 +243,7 @@ def _to_u8_image(t: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def _paint_batch(models: Models, targets, sem, steps, frames_per):
+def _paint_batch(models: Models, targets, sem, steps, frames_per, canvas0=None, t0=0):
     """Paint one batch. targets [B, 3, S, S]; sem: per image (masks [M,S,S], boxes, gbp)."""
     from sgfast.agent.env import Painter, actor_input, coord_channels, to_uint8
 
@@ -255,7 +255,7 @@ def _paint_batch(models: Models, targets, sem, steps, frames_per):
     painter = Painter(models.renderer, models.ops, mode, meta["strokes_bg"])
     coords = coord_channels(size, dev)
     targets = targets.to(dev)
-    canvas = torch.zeros(b, 3, size, size, device=dev)
+    canvas = torch.zeros(b, 3, size, size, device=dev) if canvas0 is None else canvas0.to(dev)  # --divide
     fg_layer, bg_layer = torch.zeros_like(canvas), torch.zeros_like(canvas)
     all_masks = [s[0].to(dev) for s in sem] if mode == "sg" else None
     all_gbp = [s[2].to(dev) for s in sem] if mode == "sg" else None
@@ -272,7 +272,7 @@ def _paint_batch(models: Models, targets, sem, steps, frames_per):
             obs = {"image": targets, "mask": mask, "gbp": gbp}
         else:
             mask, obs = None, {"image": targets}
-        t_frac = torch.full((b,), t / meta["max_step"], device=dev)
+        t_frac = torch.full((b,), (t0 + t) / meta["max_step"], device=dev)
         action = models.actor(actor_input(canvas, obs, t_frac, coords, mode))
         actions.append(action.cpu())
         a = action.view(b, k, 13)
@@ -308,7 +308,7 @@ def _frames_op(ops_name):
 
 def paint(images, mode="sg", steps=None, actor=None, renderer=None, segmenter=None, expert=None,
           masks=None, boxes=None, instances=None, device="cpu", ops="fused", batch_size=8,
-          frames="step", progress=False, models=None):
+          frames="step", progress=False, models=None, method="agent", strokes=100, iters=200, lr=0.1, nu=0.0, divide=1):
     """Paint `images` (paths, [H, W, 3] arrays or [3, H, W] tensors). Returns one PaintResult per
     image, in order; an image that cannot be read gets a result with `.error` set and the others are
     still painted. Set-up problems (weights, options) raise PaintError.
@@ -317,7 +317,17 @@ def paint(images, mode="sg", steps=None, actor=None, renderer=None, segmenter=No
     numbers), None entries mean "predict with Ψ" (a box defaults to the mask's bounding box when a
     mask is given). instances: per-image lists of instance masks (Eq. 16). frames: "step",
     "stroke" or "none" (progress frames kept in the results). steps defaults to the agent's episode.
+    method "optimize": no agent; `strokes` strokes optimised by Adam (`iters`, `lr`, focus weight `nu`),
+    see sgfast/optimize_painter.py.
     """
+    if method == "optimize":
+        from sgfast.optimize_painter import paint_optimize
+        return paint_optimize(images, strokes, iters, lr, nu, renderer, segmenter, expert, masks, boxes, device,
+                              ops, batch_size, frames, progress=progress)
+    if method != "agent":
+        raise PaintError(f"method must be 'agent' or 'optimize', got {method!r}")
+    if divide < 1 or (divide > 1 and mode != "baseline"):
+        raise PaintError(f"divide must be >= 1 and needs mode 'baseline' (got divide={divide}, mode {mode!r})")
     if isinstance(images, (str, os.PathLike, np.ndarray, torch.Tensor)) and not (
             isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 4):
         images = [images]
@@ -375,6 +385,18 @@ def paint(images, mode="sg", steps=None, actor=None, renderer=None, segmenter=No
             continue
         targets = torch.cat([_resize(torch.from_numpy(img).permute(2, 0, 1)[None], models.size)
                              for _, _, img in ok_chunk])
+        if divide > 1:  # grid refinement (sgfast/divide_painter.py)
+            from sgfast.divide_painter import paint_divided
+            hi = torch.cat([_resize(torch.from_numpy(img).permute(2, 0, 1)[None], divide * models.size)
+                            for _, _, img in ok_chunk])
+            canvas, st, stp, fr = paint_divided(models, targets, hi, steps, frames, divide)
+            for j, (i, name, _) in enumerate(ok_chunk):
+                results[i] = PaintResult(name=name, target=hi[j], canvas=canvas[j], strokes=st[j],
+                                         layers=["all"] * len(st[j]), mask_ids=[None] * len(st[j]), steps=stp[j],
+                                         frames=fr[j] if frames != "none" else [], mode=mode)
+            if bar:
+                bar.update(len(chunk))
+            continue
         canvas, fg, bgl, actions, chosen, fr = _paint_batch(models, targets, sem, steps, frames)
         for j, (i, name, _) in enumerate(ok_chunk):
             strokes = torch.stack([a[j] for a in actions]).view(steps * k, 13).double().numpy()

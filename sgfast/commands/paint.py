@@ -46,6 +46,17 @@ def configure(parser):
                         help="fused sgfast ops or the eager references")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--method", choices=("agent", "optimize"), default="agent",
+                        help="paint with the agent, or optimise --strokes strokes directly by Adam through the "
+                             "renderer (Neural Painters; no agent needed)")
+    parser.add_argument("--divide", type=int, default=1, metavar="D",
+                        help="baseline mode: grid refinement, the second half of the steps on D x D patches "
+                             "of the canvas upscaled to D x the agent's size (Learning to Paint's test.py)")
+    parser.add_argument("--strokes", type=int, default=100, help="--method optimize: number of strokes")
+    parser.add_argument("--iters", type=int, default=200, help="--method optimize: Adam iterations")
+    parser.add_argument("--lr", type=float, default=0.1, help="--method optimize: Adam learning rate")
+    parser.add_argument("--nu", type=float, default=0.0,
+                        help="--method optimize: weight of the focus term (Eq. 14; G from Ψ + the expert)")
 
 
 def _per_image(values, n, flag):
@@ -158,7 +169,8 @@ def run(args):
                         renderer=args.renderer, segmenter=args.segmenter, expert=args.expert, masks=masks,
                         boxes=boxes, instances=inst, device=args.device, ops=args.ops,
                         batch_size=args.batch_size, frames="none" if args.no_video else args.frames,
-                        progress=not args.no_progress)
+                        progress=not args.no_progress, method=args.method, strokes=args.strokes,
+                        iters=args.iters, lr=args.lr, nu=args.nu, divide=args.divide)
     except PaintError as exc:
         print(f"sgfast paint: error: {exc}", file=sys.stderr)
         return 2

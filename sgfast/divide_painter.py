@@ -1,0 +1,102 @@
+"""`sgfast paint --divide D`: the baseline's grid refinement (Learning to Paint, test.py; issue 6
+item 5). An inference-only trick, not in the paper.
+
+1. The first steps // 2 steps paint the whole image at the agent's canvas size S.
+2. The canvas is upscaled (bilinear) to D*S and cut into D x D patches of S x S; each patch is
+   painted for the remaining steps against the matching patch of the target read at D*S (all
+   patches of all images in one batch; the step input continues at steps // 2, where the authors
+   restart it at 0 with a halved episode).
+3. The patches are stitched and the seams smoothed: a 3x3 box filter applied to the two pixel
+   rows / columns either side of every patch border (the authors smooth the seams the same way).
+
+Baseline mode only: the sg agent's masks, boxes and G would have to be re-derived per patch.
+The exported strokes are mapped to the D*S canvas (patch positions scaled and offset, radius z / D,
+so one pixel stays one pixel): `sgfast render` redraws them; the seam smoothing is not in them.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def smooth_seams(canvas, d):
+    """3x3 box filter on the 2 pixels either side of each internal patch border. canvas [B, 3, H, W]."""
+    if d <= 1:
+        return canvas
+    h = canvas.shape[-1]
+    p = h // d
+    blurred = F.avg_pool2d(F.pad(canvas, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    sel = torch.zeros(h, dtype=torch.bool, device=canvas.device)
+    for i in range(1, d):
+        sel[i * p - 2:i * p + 2] = True
+    band = sel[:, None] | sel[None, :]
+    return torch.where(band, blurred, canvas)
+
+
+def to_patches(x, d):
+    """[B, C, d*S, d*S] -> [B*d*d, C, S, S], patch (r, c) at index b*d*d + r*d + c."""
+    b, c, h, _ = x.shape
+    s = h // d
+    return x.view(b, c, d, s, d, s).permute(0, 2, 4, 1, 3, 5).reshape(b * d * d, c, s, s)
+
+
+def from_patches(x, d):
+    """Inverse of to_patches."""
+    n, c, s, _ = x.shape
+    b = n // (d * d)
+    return x.view(b, d, d, c, s, s).permute(0, 3, 1, 4, 2, 5).reshape(b, c, d * s, d * s)
+
+
+def to_global(strokes, d, r, c):
+    """Stroke params [N, 13] painted in patch (r, c) of a D x D grid -> params on the whole canvas."""
+    g = strokes.clone()
+    g[:, [0, 4]] = (strokes[:, [0, 4]] + r) / d   # x = rows; (x1, y1) are relative: unchanged
+    g[:, [1, 5]] = (strokes[:, [1, 5]] + c) / d
+    g[:, [6, 7]] = strokes[:, [6, 7]] / d         # radius 1 + z size / 2 in pixels: the same pixels
+    return g
+
+
+@torch.no_grad()
+def paint_divided(models, targets, targets_hi, steps, frames_per, d):
+    """Baseline agent with grid refinement. targets [B, 3, S, S], targets_hi [B, 3, d*S, d*S].
+
+    Returns (canvas [B, 3, dS, dS], strokes per image [N, 13] (global), step per stroke, frames).
+    """
+    from sgfast.paint import _paint_batch, _resize, _to_u8_image
+
+    b, size = targets.shape[0], models.size
+    k = models.meta["strokes_bg"] + models.meta["strokes_fg"]
+    first = steps // 2
+    rest = steps - first
+    sem = [None] * b
+    if first:
+        c1, _, _, act1, _, fr1 = _paint_batch(models, targets, sem, first, frames_per)
+    else:
+        c1, act1, fr1 = torch.zeros_like(targets), [], [[_to_u8_image(torch.zeros(3, size, size))] for _ in range(b)]
+    up = _resize(c1, d * size)
+    up = (up * 255).round() / 255  # the canvas stays on uint8 levels, as between agent steps
+    c2, _, _, act2, _, fr2 = _paint_batch(models, to_patches(targets_hi, d), [None] * (b * d * d), rest,
+                                          frames_per, canvas0=to_patches(up, d), t0=first)
+    canvas = smooth_seams(from_patches(c2, d), d)
+    out_strokes, out_steps, out_frames = [], [], []
+    for j in range(b):
+        s1 = [a[j].view(k, 13) for a in act1]
+        s2 = []
+        for t, a in enumerate(act2):  # step by step, every patch's K strokes in grid order
+            for r in range(d):
+                for c in range(d):
+                    s2.append(to_global(a[j * d * d + r * d + c].view(k, 13), d, r, c))
+        out_strokes.append(torch.cat(s1 + s2).double().numpy())
+        out_steps.append([t for t in range(first) for _ in range(k)] +
+                         [first + t for t in range(rest) for _ in range(d * d * k)])
+        frames = []
+        if frames_per != "none":
+            up_frame = lambda f: f.repeat(d, axis=0).repeat(d, axis=1)  # noqa: E731 (nearest)
+            frames = [up_frame(f) for f in fr1[j]]
+            for t in range(1, len(fr2[0])):  # frame 0 of phase 2 is the upscaled canvas
+                tiles = torch.stack([torch.from_numpy(fr2[j * d * d + q][t]).permute(2, 0, 1)
+                                     for q in range(d * d)]).float()
+                frames.append(from_patches(tiles, d)[0].permute(1, 2, 0).byte().numpy())
+            frames[-1] = _to_u8_image(canvas[j])
+        out_frames.append(frames)
+    return canvas.cpu(), out_strokes, out_steps, out_frames
