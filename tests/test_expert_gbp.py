@@ -176,6 +176,16 @@ def test_expert_cli_trains_exports_and_resumes(birds, tmp_path):
         load_expert(tmp_path / "seg.pt")
     with pytest.raises(SystemExit, match="box-jitter"):
         cli(tmp_path / "c", "--box-jitter", "0.7")
+    # --init: same weights to start from, new crop; --widths on the command line is ignored.
+    assert cli(tmp_path / "d", "--steps", "1", "--lr", "1e-12", "--crop", "24", "--widths", "5,5",
+               "--init", str(w), "--export", str(tmp_path / "d.pt")) == 0
+    tuned, _ = load_expert(tmp_path / "d.pt")
+    assert tuned.config.crop == 24 and tuned.config.widths == model.config.widths
+    for k, v in model.state_dict().items():
+        if v.is_floating_point() and "running" not in k:  # BatchNorm statistics move in train mode
+            torch.testing.assert_close(tuned.state_dict()[k], v, atol=1e-3, rtol=0, msg=k)
+    with pytest.raises(SystemExit, match="--init"):
+        cli(tmp_path / "e", "--steps", "1", "--init", str(tmp_path / "seg.pt"))
 
 
 def _shipped_concentration(tmp_path):

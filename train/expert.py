@@ -41,6 +41,9 @@ def configure(parser):
                         help="random move of each box edge, fraction of the box side (default 0.08)")
     parser.add_argument("--segmenter", default=None, metavar="W",
                         help="Ψ weights: also report test accuracy on predicted masks and boxes")
+    parser.add_argument("--init", default=None, metavar="W",
+                        help="start from these expert weights (widths, pool and classes from the "
+                             "file, --crop from the command line): fine-tune at a larger crop")
     parser.add_argument("--gbp-images", type=int, default=256,
                         help="test images for the GBP part-concentration figure (0 = skip)")
 
@@ -142,8 +145,22 @@ def run(args):
     except common.NoParts:
         want_parts = False
         test = common.load_split(args.dataset, "test", image_size, args.limit, progress=progress)
+    init_state = None
     if ckpt:
         config = ExpertConfig.from_dict(ckpt["config"])
+    elif args.init:
+        from dataclasses import replace
+        from sgfast.models.expert import load_expert
+        try:
+            init_model, _ = load_expert(args.init)
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"sgfast: --init {args.init}: {exc}") from exc
+        if args.crop < 2 ** (len(init_model.config.widths) - 1):
+            raise SystemExit(f"sgfast: --crop {args.crop} is too small for "
+                             f"{len(init_model.config.widths)} stages")
+        # The network is fully convolutional with global pooling, so the weights fit any crop.
+        config = replace(init_model.config, crop=args.crop)
+        init_state = init_model.state_dict()
     else:
         try:
             widths = tuple(int(w) for w in args.widths.split(","))
@@ -161,6 +178,8 @@ def run(args):
     total = common.total_steps(args, n) if (not ckpt or args.steps is not None) else ckpt["total_steps"]
     batch_size = min(args.batch_size, n)
     model = Expert(config).to(device)
+    if init_state is not None:
+        model.load_state_dict(init_state)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     order = common.BatchOrder(n, batch_size, args.seed)
     step = 0
