@@ -26,6 +26,9 @@ def configure(parser):
     common.add_common_args(parser, "runs/segmenter", DEFAULTS)
     parser.add_argument("--size", type=int, default=64,
                         help="side the images are resized to and Ψ runs at (default 64)")
+    parser.add_argument("--input-scale", type=int, default=1,
+                        help="read images at SIZE x this and fold each cell's pixels into channels "
+                             "(masks stay at SIZE; default 1)")
     parser.add_argument("--widths", default="16,32,48,64,96",
                         help="U-Net channels per level (default 16,32,48,64,96)")
 
@@ -37,6 +40,15 @@ def flip_batch(images, masks, boxes, flip):
     boxes = boxes.clone()
     boxes[:, 0] = torch.where(flip, 1 - boxes[:, 0] - boxes[:, 2], boxes[:, 0])
     return images, masks, boxes
+
+
+def load_data(dataset, split, config, limit=None, progress=False):
+    """A split with masks and boxes at config.size and images at config.input_size."""
+    data = common.load_split(dataset, split, config.size, limit, progress=progress)
+    if config.input_scale > 1:
+        data["images"] = common.load_split(dataset, split, config.input_size, limit,
+                                           progress=progress)["images"]
+    return data
 
 
 @torch.no_grad()
@@ -81,7 +93,9 @@ def run(args):
             widths = tuple(int(w) for w in args.widths.split(","))
         except ValueError:
             raise SystemExit(f"sgfast: --widths must be comma-separated integers, got {args.widths!r}")
-        config = SegmenterConfig(size=args.size, widths=widths)
+        if args.input_scale < 1:
+            raise SystemExit(f"sgfast: --input-scale must be >= 1, got {args.input_scale}")
+        config = SegmenterConfig(size=args.size, widths=widths, input_scale=args.input_scale)
     stride = 2 ** (len(config.widths) - 1)
     if config.size % stride:
         raise SystemExit(f"sgfast: --size {config.size} must be divisible by {stride} "
@@ -89,8 +103,8 @@ def run(args):
 
     torch.manual_seed(args.seed)
     progress = not args.no_progress
-    train = common.load_split(args.dataset, "train", config.size, args.limit, progress=progress)
-    test = common.load_split(args.dataset, "test", config.size, args.limit, progress=progress)
+    train = load_data(args.dataset, "train", config, args.limit, progress)
+    test = load_data(args.dataset, "test", config, args.limit, progress)
     n = train["images"].shape[0]
     total = common.total_steps(args, n) if (not ckpt or args.steps is not None) else ckpt["total_steps"]
     batch_size = min(args.batch_size, n)

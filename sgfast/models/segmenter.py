@@ -26,6 +26,14 @@ import torch.nn.functional as F
 class SegmenterConfig:
     size: int = 64                      # input side the network is trained and run at
     widths: tuple = field(default=(16, 32, 48, 64, 96))  # channels per U-Net level
+    # The image is read at size * input_scale and folded into size x size cells of
+    # input_scale^2 pixels (pixel_unshuffle): the mask stays at `size`, but each output pixel
+    # sees its sub-pixels, which tells how much of it the bird covers (most errors are there).
+    input_scale: int = 1
+
+    @property
+    def input_size(self):
+        return self.size * self.input_scale
 
     def to_dict(self):
         d = asdict(self)
@@ -37,7 +45,7 @@ class SegmenterConfig:
         d = dict(d)
         if "widths" in d:
             d["widths"] = tuple(int(w) for w in d["widths"])
-        known = {k: d[k] for k in ("size", "widths") if k in d}
+        known = {k: d[k] for k in ("size", "widths", "input_scale") if k in d}
         return cls(**known)
 
 
@@ -62,7 +70,8 @@ def pixel_centres(h, w, device, dtype=torch.float32):
 
 
 class Segmenter(nn.Module):
-    """Input [B, 3, H, W] RGB in [0, 1] (H, W divisible by 2^(levels-1)).
+    """Input [B, 3, H, W] RGB in [0, 1] (H, W divisible by input_scale * 2^(levels-1)); the
+    outputs are at H / input_scale.
 
     forward -> dict(mask_logits [B, 1, H, W], corners [B, 4, H, W] per-pixel (x1, y1, x2, y2),
     box [B, 4] (x, y, w, h)).
@@ -74,8 +83,10 @@ class Segmenter(nn.Module):
         widths = list(self.config.widths)
         if len(widths) < 2:
             raise ValueError(f"SegmenterConfig.widths needs at least 2 levels, got {widths}")
+        if self.config.input_scale < 1:
+            raise ValueError(f"SegmenterConfig.input_scale must be >= 1, got {self.config.input_scale}")
         self.down = nn.ModuleList()
-        cin = 3
+        cin = 3 * self.config.input_scale ** 2
         for w in widths:
             self.down.append(_block(cin, w))
             cin = w
@@ -97,9 +108,13 @@ class Segmenter(nn.Module):
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"Segmenter: image must be [B, 3, H, W], got {tuple(x.shape)}")
         h, w = x.shape[-2:]
-        if h % self.stride or w % self.stride:
-            raise ValueError(f"Segmenter: image side {h}x{w} must be divisible by {self.stride}")
+        div = self.stride * self.config.input_scale
+        if h % div or w % div:
+            raise ValueError(f"Segmenter: image side {h}x{w} must be divisible by {div}")
         f = (x - 0.5) / 0.25
+        if self.config.input_scale > 1:
+            f = F.pixel_unshuffle(f, self.config.input_scale)
+            h, w = f.shape[-2:]
         skips = []
         for i, block in enumerate(self.down):
             if i:
@@ -191,7 +206,7 @@ def predict(model, images, out_size=None):
     Returns (soft mask [B, 1, out, out] in [0, 1], boxes [B, 4] normalised (x, y, w, h)); out_size
     defaults to the input side. Boxes are normalised, so they do not depend on the resizing.
     """
-    size = model.config.size
+    size = model.config.input_size
     h, w = images.shape[-2:]
     x = images if (h, w) == (size, size) else F.interpolate(
         images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
