@@ -20,3 +20,12 @@ def deterministic():
     torch.use_deterministic_algorithms(True)
     yield
     torch.use_deterministic_algorithms(prev)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models: one thread is fastest, and on a busy machine two threads wait on each other."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)

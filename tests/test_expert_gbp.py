@@ -19,13 +19,8 @@ SHIPPED_EXPERT = os.path.join(ROOT, "weights", "expert_tiny.pt")
 SMALL = ExpertConfig(num_classes=5, crop=16, widths=(8, 12))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is fastest, and on a busy machine two threads wait on each other."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+# Tiny models: one thread is fastest (conftest.one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -15,13 +15,8 @@ from sgfast.models.segmenter import Segmenter, SegmenterConfig, predict
 SIZE = 32
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is fastest, and on a busy machine two threads wait on each other."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+# Tiny models: one thread is fastest (conftest.one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
