@@ -124,7 +124,10 @@ void ltp_band(const T* f_in, int size, const int* table, int64_t row_begin, int6
   int next_in = 0, next_out = 0;
   DiscMask active;
 
-  std::vector<float> buf(2 * static_cast<size_t>(S));
+  // Two canvas rows, zeroed once; afterwards only the columns a row painted are cleared again, and
+  // only those are averaged (a stroke usually spans a fraction of the width).
+  std::vector<float> buf(2 * static_cast<size_t>(S), 0.0f);
+  int used_lo[2] = {S, S}, used_hi[2] = {-1, -1};
   RowIntervals iv;
   for (int64_t orow = row_begin; orow < row_end; ++orow) {
     T* o = out + orow * size;
@@ -134,7 +137,7 @@ void ltp_band(const T* f_in, int size, const int* table, int64_t row_begin, int6
       while (next_in < nv && lo_of(by_lo[next_in]) <= R) active.set(by_lo[next_in++]);
       while (next_out < nv && hi_of(by_hi[next_out]) < R) active.clear(by_hi[next_out++]);
       float* row = buf.data() + half * S;
-      std::memset(row, 0, sizeof(float) * S);
+      if (used_lo[half] <= used_hi[half]) std::fill(row + used_lo[half], row + used_hi[half] + 1, 0.0f);
       iv.n = 0;
       // Fast path: the span lies inside the interval that hid the previous disc (consecutive discs
       // are close), else the general interval update.
@@ -151,6 +154,9 @@ void ltp_band(const T* f_in, int size, const int* table, int64_t row_begin, int6
           if (a <= b) cached = iv.paint(a, b, dw[k], row);
         }
       }
+      // Painting only writes inside the row's sorted intervals, so their span bounds what is non-zero.
+      used_lo[half] = iv.n > 0 ? iv.lo[0] : S;
+      used_hi[half] = iv.n > 0 ? iv.hi[iv.n - 1] : -1;
       any = any || iv.n > 0;
     }
     if (!any) {
@@ -159,7 +165,10 @@ void ltp_band(const T* f_in, int size, const int* table, int64_t row_begin, int6
     }
     const float* r0 = buf.data();
     const float* r1 = buf.data() + S;
-    for (int j = 0; j < size; ++j) {
+    const int j_lo = std::min(used_lo[0], used_lo[1]) / 2, j_hi = std::max(used_hi[0], used_hi[1]) / 2;
+    std::fill(o, o + j_lo, T(0));
+    std::fill(o + j_hi + 1, o + size, T(0));
+    for (int j = j_lo; j <= j_hi; ++j) {
       // The 2x2 mean, in the order of OpenCV's exact-2x area path.
       const float v = (r0[2 * j] + r0[2 * j + 1] + r1[2 * j] + r1[2 * j + 1]) * 0.25f;
       o[j] = static_cast<T>(v);
