@@ -50,8 +50,10 @@ def test_image_metrics_match_numpy():
 def test_segmentation_metrics_perfect_and_inverted():
     from sgfast.evaluate import segmentation_metrics
 
+    from sgfast.models.segmenter import SegmenterConfig
+
     class Fixed(torch.nn.Module):  # a "Ψ" that returns given logits
-        config = type("C", (), {"size": 8})()
+        config = SegmenterConfig(size=8)
 
         def __init__(self, logits):
             super().__init__()
