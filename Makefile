@@ -19,15 +19,22 @@ $(DEPS): $(BIN)/python requirements.txt
 	$(BIN)/pip install -q -r requirements.txt
 	touch $@
 
+# The extension is rebuilt only when a C++/CUDA source or setup.py is newer than it.
+CSRC      := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh')
+EXT       := sgfast/_C.so
+
+build: $(EXT)
+
 # Editable install once (console script `sgfast`), then incremental ninja rebuilds in place.
 # flock: parallel `make build`s in one checkout wait for each other instead of racing.
-build: $(DEPS)
+$(EXT): $(DEPS) $(CSRC) setup.py
 	flock .build.lock sh -c '\
 	  if [ ! -f $(INSTALLED) ]; then \
 	    $(BIN)/pip install -q --no-build-isolation --no-deps -e . && touch $(INSTALLED); \
 	  else \
 	    $(BIN)/python setup.py -q build_ext --inplace; \
 	  fi'
+	touch $(EXT)
 
 test: build
 	$(BIN)/python -m pytest -q tests
