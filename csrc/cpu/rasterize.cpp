@@ -5,8 +5,7 @@
 // list of column intervals, so each canvas pixel is written at most once; two canvas rows are then
 // averaged 2x2 into one output row. The set of discs touching a row is kept as a 128-bit mask updated
 // as the row index sweeps down the stroke.
-// exact: per output pixel, a conservative test (one root search with the radius grown by half a pixel
-// diagonal) skips pixels the stroke cannot reach; the others average s x s samples of w(t*).
+// exact: per output pixel, exact_pixel (kernels/rasterize.h), shared with the CUDA kernel.
 // Work items are (stroke, band of output rows), spread with at::parallel_for.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -181,31 +180,9 @@ void exact_band(const T* f_in, int size, int ss, int64_t row_begin, int64_t row_
   double f[10];
   for (int k = 0; k < 10; ++k) f[k] = static_cast<double>(f_in[k]);
   const ExactStroke s = exact_stroke(f);
-  const double px = 1.0 / size;
-  const double half_diag = 0.7072 * px;  // a little over sqrt(2)/2 pixel: the test stays conservative
-  const double inv_samples = 1.0 / (static_cast<double>(ss) * ss);
   for (int64_t i = row_begin; i < row_end; ++i) {
     T* o = out + i * size;
-    const double cx = (i + 0.5) * px;
-    const bool row_out = cx < s.lo_x - half_diag || cx > s.hi_x + half_diag;
-    for (int j = 0; j < size; ++j) {
-      const double cy = (j + 0.5) * px;
-      double t;
-      if (row_out || cy < s.lo_y - half_diag || cy > s.hi_y + half_diag ||
-          !exact_largest_t(s, cx, cy, half_diag, &t)) {
-        o[j] = T(0);
-        continue;
-      }
-      double acc = 0.0;
-      for (int a = 0; a < ss; ++a) {
-        const double x = (i + (a + 0.5) / ss) * px;
-        for (int b = 0; b < ss; ++b) {
-          const double y = (j + (b + 0.5) / ss) * px;
-          if (exact_largest_t(s, x, y, 0.0, &t)) acc += exact_value(s, t);
-        }
-      }
-      o[j] = static_cast<T>(acc * inv_samples);
-    }
+    for (int j = 0; j < size; ++j) o[j] = static_cast<T>(exact_pixel(s, static_cast<int>(i), j, size, ss));
   }
 }
 

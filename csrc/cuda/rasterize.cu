@@ -101,24 +101,7 @@ __global__ void exact_kernel(const T* __restrict__ params, int64_t n, int size, 
     double f[10];
     for (int k = 0; k < 10; ++k) f[k] = static_cast<double>(params[stroke * 10 + k]);
     const ExactStroke s = exact_stroke(f);
-    const double px = 1.0 / size;
-    const double half_diag = 0.7072 * px;
-    const double cx = (i + 0.5) * px, cy = (j + 0.5) * px;
-    double t;
-    if (cx < s.lo_x - half_diag || cx > s.hi_x + half_diag || cy < s.lo_y - half_diag || cy > s.hi_y + half_diag ||
-        !exact_largest_t(s, cx, cy, half_diag, &t)) {
-      out[idx] = T(0);
-      continue;
-    }
-    double acc = 0.0;
-    for (int a = 0; a < ss; ++a) {
-      const double x = (i + (a + 0.5) / ss) * px;
-      for (int b = 0; b < ss; ++b) {
-        const double y = (j + (b + 0.5) / ss) * px;
-        if (exact_largest_t(s, x, y, 0.0, &t)) acc += exact_value(s, t);
-      }
-    }
-    out[idx] = static_cast<T>(acc / ((double)ss * ss));
+    out[idx] = static_cast<T>(exact_pixel(s, i, j, size, ss));
   }
 }
 

@@ -254,5 +254,28 @@ SGFAST_HD bool exact_largest_t(const ExactStroke& s, double x, double y, double 
 // Opacity of the stroke at t.
 SGFAST_HD double exact_value(const ExactStroke& s, double t) { return (1.0 - t) * s.w0 + t * s.w2; }
 
+// Value of output pixel (row i, column j) of a size x size canvas: the mean of w(t*) over ss x ss
+// samples. A conservative test first (the stroke's box, then one root search with the radius grown
+// by a little over half a pixel diagonal) returns 0 for pixels the stroke cannot reach.
+SGFAST_HD double exact_pixel(const ExactStroke& s, int i, int j, int size, int ss) {
+  const double px = 1.0 / size;
+  const double half_diag = 0.7072 * px;
+  const double cx = (i + 0.5) * px, cy = (j + 0.5) * px;
+  double t;
+  if (cx < s.lo_x - half_diag || cx > s.hi_x + half_diag || cy < s.lo_y - half_diag || cy > s.hi_y + half_diag ||
+      !exact_largest_t(s, cx, cy, half_diag, &t)) {
+    return 0.0;
+  }
+  double acc = 0.0;
+  for (int a = 0; a < ss; ++a) {
+    const double x = (i + (a + 0.5) / ss) * px;
+    for (int b = 0; b < ss; ++b) {
+      const double y = (j + (b + 0.5) / ss) * px;
+      if (exact_largest_t(s, x, y, 0.0, &t)) acc += exact_value(s, t);
+    }
+  }
+  return acc / (static_cast<double>(ss) * ss);
+}
+
 }  // namespace raster
 }  // namespace sgfast
