@@ -213,19 +213,8 @@ at::Tensor aligned_crop_cpu(const at::Tensor& x, const at::Tensor& boxes, int64_
 
 at::Tensor aligned_crop_backward_cpu(const at::Tensor& grad_out, const at::Tensor& boxes,
                                      const c10::optional<at::Tensor>& mask, int64_t in_h, int64_t in_w) {
-  check_dim(grad_out, 4, "grad_out", "[B, C, h, w]");
-  check_float(grad_out, "grad_out");
-  check_boxes(boxes, grad_out);
-  SGFAST_CHECK_ARG(in_h >= 1 && in_w >= 1, "in_h/in_w", "expected >= 1, got (", in_h, ", ", in_w, ")");
+  check_crop_backward(grad_out, boxes, mask, in_h, in_w);
   const int64_t B = grad_out.size(0), C = grad_out.size(1), h = grad_out.size(2), w = grad_out.size(3);
-  if (mask.has_value()) {
-    check_dim(*mask, 4, "mask", "[B, 1, H, W]");
-    SGFAST_CHECK_ARG(mask->size(0) == B && mask->size(1) == 1 && mask->size(2) == in_h && mask->size(3) == in_w,
-                     "mask", "expected shape [", B, ", 1, ", in_h, ", ", in_w, "], got ", mask->sizes());
-    SGFAST_CHECK_ARG(mask->scalar_type() == grad_out.scalar_type(), "mask", "expected dtype ",
-                     grad_out.scalar_type(), ", got ", mask->scalar_type());
-    check_same_device(*mask, grad_out, "mask");
-  }
   const at::Tensor gc = grad_out.contiguous(), bc = boxes.contiguous();
   const at::Tensor mc = mask.has_value() ? mask->contiguous() : at::Tensor();
   at::Tensor gx = at::empty({B, C, in_h, in_w}, grad_out.options());

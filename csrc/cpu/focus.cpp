@@ -126,15 +126,6 @@ Dims dims_of(const at::Tensor& target, int64_t out_h, int64_t out_w) {
   return Dims{target.size(0), target.size(1), target.size(2), target.size(3), out_h, out_w};
 }
 
-void check_focus(const at::Tensor& target, const std::vector<std::pair<const at::Tensor*, const char*>>& canvases,
-                 const at::Tensor& gbp, const at::Tensor& boxes, int64_t out_h, int64_t out_w) {
-  check_image(target, "target");
-  for (const auto& c : canvases) check_like(*c.first, target, -1, c.second, "[B, C, H, W] like target");
-  check_like(gbp, target, 1, "gbp", "[B, 1, H, W]");
-  check_boxes(boxes, target);
-  check_out_size(out_h, out_w);
-}
-
 // Forward of both ops: n_canvas = 1 (distance) or 2 (reward).
 at::Tensor focus_forward(const at::Tensor& target, const at::Tensor& canvas0, const at::Tensor* canvas1,
                          const at::Tensor& gbp, const at::Tensor& boxes, int64_t out_h, int64_t out_w) {
@@ -214,20 +205,20 @@ std::vector<at::Tensor> focus_backward(const at::Tensor& grad_out, const at::Ten
 
 at::Tensor focus_distance_cpu(const at::Tensor& target, const at::Tensor& canvas, const at::Tensor& gbp,
                               const at::Tensor& boxes, int64_t out_h, int64_t out_w) {
-  check_focus(target, {{&canvas, "canvas"}}, gbp, boxes, out_h, out_w);
+  check_focus(target, canvas, "canvas", nullptr, gbp, boxes, out_h, out_w);
   return focus_forward(target, canvas, nullptr, gbp, boxes, out_h, out_w);
 }
 
 at::Tensor focus_reward_cpu(const at::Tensor& target, const at::Tensor& canvas0, const at::Tensor& canvas1,
                             const at::Tensor& gbp, const at::Tensor& boxes, int64_t out_h, int64_t out_w) {
-  check_focus(target, {{&canvas0, "canvas0"}, {&canvas1, "canvas1"}}, gbp, boxes, out_h, out_w);
+  check_focus(target, canvas0, "canvas0", &canvas1, gbp, boxes, out_h, out_w);
   return focus_forward(target, canvas0, &canvas1, gbp, boxes, out_h, out_w);
 }
 
 at::Tensor focus_distance_backward_cpu(const at::Tensor& grad_out, const at::Tensor& target,
                                        const at::Tensor& canvas, const at::Tensor& gbp, const at::Tensor& boxes,
                                        int64_t out_h, int64_t out_w) {
-  check_focus(target, {{&canvas, "canvas"}}, gbp, boxes, out_h, out_w);
+  check_focus(target, canvas, "canvas", nullptr, gbp, boxes, out_h, out_w);
   return focus_backward(grad_out, target, {canvas}, gbp, boxes, out_h, out_w)[0];
 }
 
@@ -235,7 +226,7 @@ std::tuple<at::Tensor, at::Tensor> focus_reward_backward_cpu(const at::Tensor& g
                                                              const at::Tensor& canvas0, const at::Tensor& canvas1,
                                                              const at::Tensor& gbp, const at::Tensor& boxes,
                                                              int64_t out_h, int64_t out_w) {
-  check_focus(target, {{&canvas0, "canvas0"}, {&canvas1, "canvas1"}}, gbp, boxes, out_h, out_w);
+  check_focus(target, canvas0, "canvas0", &canvas1, gbp, boxes, out_h, out_w);
   auto g = focus_backward(grad_out, target, {canvas0, canvas1}, gbp, boxes, out_h, out_w);
   return {g[0], g[1]};
 }

@@ -134,19 +134,7 @@ at::Tensor aligned_crop_cuda(const at::Tensor& x, const at::Tensor& boxes, int64
 
 at::Tensor aligned_crop_backward_cuda(const at::Tensor& grad_out, const at::Tensor& boxes,
                                       const c10::optional<at::Tensor>& mask, int64_t in_h, int64_t in_w) {
-  check_dim(grad_out, 4, "grad_out", "[B, C, h, w]");
-  check_float(grad_out, "grad_out");
-  check_boxes(boxes, grad_out);
-  SGFAST_CHECK_ARG(in_h >= 1 && in_w >= 1, "in_h/in_w", "expected >= 1, got (", in_h, ", ", in_w, ")");
-  if (mask.has_value()) {
-    check_dim(*mask, 4, "mask", "[B, 1, H, W]");
-    SGFAST_CHECK_ARG(mask->size(0) == grad_out.size(0) && mask->size(1) == 1 && mask->size(2) == in_h &&
-                         mask->size(3) == in_w,
-                     "mask", "expected shape [", grad_out.size(0), ", 1, ", in_h, ", ", in_w, "], got ", mask->sizes());
-    SGFAST_CHECK_ARG(mask->scalar_type() == grad_out.scalar_type(), "mask", "expected dtype ",
-                     grad_out.scalar_type(), ", got ", mask->scalar_type());
-    check_same_device(*mask, grad_out, "mask");
-  }
+  check_crop_backward(grad_out, boxes, mask, in_h, in_w);
   const c10::cuda::CUDAGuard guard(grad_out.device());
   return crop_backward_cuda_impl(grad_out.contiguous(), boxes.contiguous(),
                                  mask.has_value() ? mask->contiguous() : at::Tensor(), in_h, in_w);

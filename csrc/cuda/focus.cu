@@ -157,16 +157,6 @@ Dims dims_of(const at::Tensor& target, int64_t out_h, int64_t out_w) {
   return Dims{target.size(0), target.size(1), target.size(2), target.size(3), out_h, out_w};
 }
 
-void check_focus(const at::Tensor& target, const at::Tensor& canvas0, const char* name0, const at::Tensor* canvas1,
-                 const at::Tensor& gbp, const at::Tensor& boxes, int64_t out_h, int64_t out_w) {
-  check_image(target, "target");
-  check_like(canvas0, target, -1, name0, "[B, C, H, W] like target");
-  if (canvas1) check_like(*canvas1, target, -1, "canvas1", "[B, C, H, W] like target");
-  check_like(gbp, target, 1, "gbp", "[B, 1, H, W]");
-  check_boxes(boxes, target);
-  check_out_size(out_h, out_w);
-}
-
 std::vector<at::Tensor> focus_backward(const at::Tensor& grad_out, const at::Tensor& target,
                                        const std::vector<at::Tensor>& canvases, const at::Tensor& gbp,
                                        const at::Tensor& boxes, int64_t out_h, int64_t out_w) {

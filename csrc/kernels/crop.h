@@ -214,4 +214,34 @@ inline void check_out_size(int64_t out_h, int64_t out_w) {
   SGFAST_CHECK_ARG(out_h >= 1 && out_w >= 1, "size", "expected a crop size >= 1, got (", out_h, ", ", out_w, ")");
 }
 
+// _aligned_crop_backward: grad_out [B, C, h, w], boxes [B, 4], mask [B, 1, in_h, in_w] or none.
+inline void check_crop_backward(const at::Tensor& grad_out, const at::Tensor& boxes,
+                                const c10::optional<at::Tensor>& mask, int64_t in_h, int64_t in_w) {
+  check_dim(grad_out, 4, "grad_out", "[B, C, h, w]");
+  check_float(grad_out, "grad_out");
+  check_boxes(boxes, grad_out);
+  SGFAST_CHECK_ARG(in_h >= 1 && in_w >= 1, "in_h/in_w", "expected >= 1, got (", in_h, ", ", in_w, ")");
+  if (mask.has_value()) {
+    check_dim(*mask, 4, "mask", "[B, 1, H, W]");
+    SGFAST_CHECK_ARG(mask->size(0) == grad_out.size(0) && mask->size(1) == 1 && mask->size(2) == in_h &&
+                         mask->size(3) == in_w,
+                     "mask", "expected shape [", grad_out.size(0), ", 1, ", in_h, ", ", in_w, "], got ", mask->sizes());
+    SGFAST_CHECK_ARG(mask->scalar_type() == grad_out.scalar_type(), "mask", "expected dtype ",
+                     grad_out.scalar_type(), ", got ", mask->scalar_type());
+    check_same_device(*mask, grad_out, "mask");
+  }
+}
+
+// focus_distance / focus_reward and their backward ops: canvas1 is null for focus_distance.
+inline void check_focus(const at::Tensor& target, const at::Tensor& canvas0, const char* name0,
+                        const at::Tensor* canvas1, const at::Tensor& gbp, const at::Tensor& boxes, int64_t out_h,
+                        int64_t out_w) {
+  check_image(target, "target");
+  check_like(canvas0, target, -1, name0, "[B, C, H, W] like target");
+  if (canvas1) check_like(*canvas1, target, -1, "canvas1", "[B, C, H, W] like target");
+  check_like(gbp, target, 1, "gbp", "[B, 1, H, W]");
+  check_boxes(boxes, target);
+  check_out_size(out_h, out_w);
+}
+
 }  // namespace sgfast
