@@ -399,6 +399,28 @@ INDEX_FILES = ["classes.txt", "images.txt", "image_class_labels.txt", "train_tes
                "bounding_boxes.txt"]
 
 
+
+def run_jobs(fn, jobs, workers, progress, desc, chunksize):
+    """fn over jobs (in worker processes when workers > 1) with a progress bar; the results sorted
+    by their first field (the image id), so the output does not depend on the number of workers."""
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(jobs), desc=desc, unit="img")
+    records = []
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            for r in pool.map(fn, jobs, chunksize=chunksize):
+                records.append(r)
+                bar and bar.update(1)
+    else:
+        for j in jobs:
+            records.append(fn(j))
+            bar and bar.update(1)
+    bar and bar.close()
+    records.sort(key=lambda r: r[0])
+    return records
+
 def write_birds_dataset(out, num, size=128, seed=0, num_classes=DEFAULT_CLASSES, test_fraction=0.2,
                         min_scale=0.1, max_scale=0.95, workers=1, progress=True, overwrite=False):
     """Write `num` synthetic birds of `size` x `size` pixels to `out` in the CUB-200-2011 layout
@@ -420,22 +442,7 @@ def write_birds_dataset(out, num, size=128, seed=0, num_classes=DEFAULT_CLASSES,
             os.unlink(os.path.join(out, name))  # the old index must not survive a failed rewrite
     jobs = [(out, i, num, size, seed, num_classes, test_fraction, min_scale, max_scale, table)
             for i in range(1, num + 1)]
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=num, desc="birds", unit="img")
-    records = []
-    if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            for r in pool.map(_make_one, jobs, chunksize=64):
-                records.append(r)
-                bar and bar.update(1)
-    else:
-        for j in jobs:
-            records.append(_make_one(j))
-            bar and bar.update(1)
-    bar and bar.close()
-    records.sort(key=lambda r: r[0])
+    records = run_jobs(_make_one, jobs, workers, progress, "birds", chunksize=64)
 
     _write_text(os.path.join(out, "part_masks.txt"),
                 [f"{i} {p} {int(p in DISTINGUISHING_PARTS)}" for i, p in enumerate(PARTS)])

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-from concurrent.futures import ProcessPoolExecutor
 
 import cv2
 import numpy as np
@@ -131,22 +130,7 @@ def write_scenes_dataset(out, num, size=128, seed=0, min_objects=2, max_objects=
         if os.path.exists(os.path.join(out, name)):
             os.unlink(os.path.join(out, name))
     jobs = [(out, i, size, seed, min_objects, max_objects, test_fraction) for i in range(1, num + 1)]
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=num, desc="scenes", unit="img")
-    records = []
-    if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            for r in pool.map(_make_one, jobs, chunksize=32):
-                records.append(r)
-                bar and bar.update(1)
-    else:
-        for j in jobs:
-            records.append(_make_one(j))
-            bar and bar.update(1)
-    bar and bar.close()
-    records.sort(key=lambda r: r[0])
+    records = sb.run_jobs(_make_one, jobs, workers, progress, "scenes", chunksize=32)
     w = sb._write_text
     w(os.path.join(out, "classes.txt"), [f"{cid} {name}" for cid, name in scene_classes()])
     w(os.path.join(out, "part_masks.txt"),
