@@ -19,32 +19,27 @@ def make_inputs(B, C, H, W, dtype, device, seed=0):
     return target, c0, c1, gbp, random_boxes(B, dtype, device, gen)
 
 
-def check_reward(target, c0, c1, gbp, boxes, size, seed=0):
-    dtype = target.dtype
-    a = [t.detach().clone().requires_grad_() for t in (target, c0, c1)]
-    b = [t.detach().clone().requires_grad_() for t in (target, c0, c1)]
-    out = sgfast.ops.focus_reward(*a, gbp, boxes, size)
-    ref = reference.focus_reward(*b, gbp, boxes, size)
+def check_against_reference(name, differentiable, gbp, boxes, size, seed=0):
+    """Op `name` of sgfast.ops vs sgfast.reference: values, and gradients of every differentiable input."""
+    dtype = differentiable[0].dtype
+    a = [t.detach().clone().requires_grad_() for t in differentiable]
+    b = [t.detach().clone().requires_grad_() for t in differentiable]
+    out = getattr(sgfast.ops, name)(*a, gbp, boxes, size)
+    ref = getattr(reference, name)(*b, gbp, boxes, size)
     torch.testing.assert_close(out, ref, **TOL[dtype])
-    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=dtype).to(target.device)
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=dtype).to(out.device)
     (out * g).sum().backward()
     (ref * g).sum().backward()
     for u, v in zip(a, b):
         torch.testing.assert_close(u.grad, v.grad, **TOL[dtype])
+
+
+def check_reward(target, c0, c1, gbp, boxes, size, seed=0):
+    check_against_reference("focus_reward", (target, c0, c1), gbp, boxes, size, seed)
 
 
 def check_distance(target, canvas, gbp, boxes, size, seed=0):
-    dtype = target.dtype
-    a = [t.detach().clone().requires_grad_() for t in (target, canvas)]
-    b = [t.detach().clone().requires_grad_() for t in (target, canvas)]
-    out = sgfast.ops.focus_distance(*a, gbp, boxes, size)
-    ref = reference.focus_distance(*b, gbp, boxes, size)
-    torch.testing.assert_close(out, ref, **TOL[dtype])
-    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=dtype).to(target.device)
-    (out * g).sum().backward()
-    (ref * g).sum().backward()
-    for u, v in zip(a, b):
-        torch.testing.assert_close(u.grad, v.grad, **TOL[dtype])
+    check_against_reference("focus_distance", (target, canvas), gbp, boxes, size, seed)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
