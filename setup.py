@@ -38,14 +38,19 @@ def extension():
     opt = ["-O0", "-g"] if debug else ["-O3"]
     sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")) + glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
     include = [os.path.join(ROOT, "csrc")]
-    cxx = opt + ["-fvisibility=hidden"]
+    # at::parallel_for is OpenMP code inlined from ATen's headers: without -fopenmp every CPU kernel
+    # silently runs on one thread.
+    cxx = opt + ["-fvisibility=hidden", "-fopenmp"]
+    link = ["-fopenmp"]
     if want_cuda():
         sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
         nvcc = opt + ["-lineinfo", "--use_fast_math", "--expt-relaxed-constexpr"]
         nvcc += os.environ.get("NVCC_FLAGS", "").split()
         return CUDAExtension("sgfast._C", sources, include_dirs=include,
-                             extra_compile_args={"cxx": cxx + ["-DSGFAST_WITH_CUDA"], "nvcc": nvcc})
-    return CppExtension("sgfast._C", sources, include_dirs=include, extra_compile_args={"cxx": cxx})
+                             extra_compile_args={"cxx": cxx + ["-DSGFAST_WITH_CUDA"], "nvcc": nvcc},
+                             extra_link_args=link)
+    return CppExtension("sgfast._C", sources, include_dirs=include, extra_compile_args={"cxx": cxx},
+                        extra_link_args=link)
 
 
 setup(
