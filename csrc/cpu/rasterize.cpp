@@ -17,6 +17,10 @@
 #include <string>
 #include <vector>
 
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
+
 #include "checks.h"
 #include "kernels/rasterize.h"
 
@@ -186,6 +190,22 @@ void exact_band(const T* f_in, int size, int ss, int64_t row_begin, int64_t row_
   }
 }
 
+// Large outputs are fresh memory that is written once: first-touch faults on 4 KiB pages cost about a
+// quarter of a 4096-stroke call. Asking for transparent huge pages (where the kernel allows it, e.g.
+// THP "madvise" mode) cuts the faults 512-fold. Only the 2 MiB-aligned interior is advised.
+void advise_huge_pages(void* data, size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = uintptr_t(2) << 20;
+  if (bytes < 4 * kHuge) return;
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + kHuge - 1) & ~(kHuge - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + bytes) & ~(kHuge - 1);
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);  // a hint: errors ignored
+#else
+  (void)data;
+  (void)bytes;
+#endif
+}
+
 // Finite and in [0, 1]: the kernels index the canvas with these values.
 template <typename T>
 void check_values(const T* p, int64_t count) {
@@ -212,6 +232,7 @@ at::Tensor rasterize_strokes_cpu(const at::Tensor& params_in, int64_t size, c10:
   const int64_t n = params.size(0);
   at::Tensor out = at::empty({n, size, size}, params.options());
   if (n == 0) return out;
+  advise_huge_pages(out.data_ptr(), out.nbytes());
   const int sz = static_cast<int>(size), ss = static_cast<int>(supersample);
   const int64_t bands = bands_per_stroke(n, size);
   const int64_t rows_per_band = (size + bands - 1) / bands;
