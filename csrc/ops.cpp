@@ -1,7 +1,14 @@
 // Every sgfast op schema, declared once. Kernels are registered per device in csrc/cpu/*.cpp and
 // csrc/cuda/*.cu with TORCH_LIBRARY_IMPL; autograd and fake (meta) kernels live in sgfast/ops/.
 #include <Python.h>
+#include <ATen/Config.h>
 #include <torch/library.h>
+
+// ATen's at::parallel_for is OpenMP code inlined into this library: built without -fopenmp, every
+// CPU kernel would silently run on one thread (setup.py passes the flag).
+#if AT_PARALLEL_OPENMP && !defined(_OPENMP)
+#error "sgfast must be compiled with -fopenmp when torch uses the OpenMP parallel backend"
+#endif
 
 #ifdef SGFAST_WITH_CUDA
 #include <cuda_runtime_api.h>
