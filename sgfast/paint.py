@@ -238,6 +238,18 @@ def semantics(models: Models, images, masks=None, boxes=None, instances=None):
 
 # --------------------------------------------------------------------------- painting
 
+def instance_errors(target, canvas, masks):
+    """||S_i (I - C)||_F for each instance i: target, canvas [3, S, S], masks [M, S, S] -> [M]."""
+    return (masks[:, None] * (target - canvas)[None]).flatten(1).norm(dim=1)
+
+
+def select_instances(targets, canvas, masks):
+    """Eq. 16 for a batch: u_b = argmax_i ||S_i (I_b - C_b)||_F, the instance with the most
+    unpainted error under its mask. targets, canvas [B, 3, S, S]; masks: B tensors [M_b, S, S] (the
+    instance count may differ per image). Returns [B] long (ties: the lowest index)."""
+    return torch.stack([instance_errors(targets[i], canvas[i], m).argmax() for i, m in enumerate(masks)])
+
+
 def _to_u8_image(t: torch.Tensor) -> np.ndarray:
     return (t.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
@@ -263,9 +275,7 @@ def _paint_batch(models: Models, targets, sem, steps, frames_per, canvas0=None, 
     fg_flags = torch.ones(k, dtype=torch.bool, device=dev)
     for t in range(steps):
         if mode == "sg":
-            # Eq. 16: the instance with the most unpainted error under its mask.
-            u = torch.stack([(m[:, None] * (targets[i:i + 1] - canvas[i:i + 1])).flatten(1).norm(dim=1).argmax()
-                             for i, m in enumerate(all_masks)])
+            u = select_instances(targets, canvas, all_masks)  # Eq. 16, from this step's canvas
             mask = torch.stack([all_masks[i][u[i]] for i in range(b)])[:, None]
             gbp = torch.stack([all_gbp[i][u[i]] for i in range(b)])[:, None]
             chosen.append(u.cpu())
