@@ -34,6 +34,8 @@ OVERRIDES = [
     ("--noise", "noise", float, "exploration noise: per-env sigma ~ U(0, noise) (baseline: 0)"),
     ("--eta", "eta", float, "weight of the foreground reward r_fg (sg mode)"),
     ("--nu", "nu", float, "weight of the focus reward r_focus (sg mode)"),
+    ("--focus-norm", "focus_norm", str, "normalisation of the focus distance L_G (sg mode): sum (divide by "
+     "sum Z_G, the paper's text and the authors' code) or frobenius (by ||Z_G||_F, Eq. 14 as typeset)"),
     ("--strokes-bg", "strokes_bg", int, "background strokes per step (sg mode); baseline mode paints bg+fg plain strokes"),
     ("--strokes-fg", "strokes_fg", int, "foreground strokes per step (sg mode)"),
     ("--lr-disc", "lr_disc", float, "discriminator learning rate"),
@@ -98,6 +100,11 @@ def build_config(args):
             raise SystemExit(f"sgfast train-agent: --{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
     if cfg.strokes_bg < 0 or cfg.strokes_fg < 0 or cfg.strokes < 1:
         raise SystemExit("sgfast train-agent: --strokes-bg/--strokes-fg must be >= 0 with at least one stroke")
+    from sgfast.agent.rewards import FOCUS_NORMS
+
+    if cfg.focus_norm not in FOCUS_NORMS:
+        raise SystemExit(f"sgfast train-agent: --focus-norm must be one of {', '.join(FOCUS_NORMS)}, "
+                         f"got {cfg.focus_norm!r}")
     if not 0 <= cfg.tau <= 1 or not 0 <= cfg.discount <= 1:
         raise SystemExit("sgfast train-agent: --tau and --discount must lie in [0, 1]")
     return cfg

@@ -38,6 +38,7 @@ class AgentConfig:
     gp_lambda: float = 10.0
     eta: float = 2.0  # weight of r_fg (paper)
     nu: float = 10.0  # weight of r_focus (paper)
+    focus_norm: str = "sum"  # L_G / sum Z_G (paper text, authors' code) or / ||Z_G||_F ("frobenius", Eq. 14)
     train_steps: int = 2_000_000  # batched env steps in total
     validate_interval: int = 50  # episodes between validations
     validate_episodes: int = 1  # validation episodes (each of env_batch held-out images)

@@ -30,7 +30,7 @@ class DDPG:
         self.actor_target = frozen_copy(self.actor)
         self.critic_target = frozen_copy(self.critic)
         self.rewards = RewardModel(mode, ops, cfg.size, cfg.disc_width, cfg.eta, cfg.nu, cfg.lr_disc,
-                                   cfg.gp_lambda, cfg.tau).to(device)
+                                   cfg.gp_lambda, cfg.tau, cfg.focus_norm).to(device)
         self.opt_actor = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr_actor[0])
         self.opt_critic = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr_critic[0])
         self.coords = coord_channels(cfg.size, device)
@@ -75,6 +75,7 @@ class DDPG:
         targets = self.data.batch(batch["ids"], batch["flip"])
         if self.mode == "sg":
             targets["crop_image"] = self.rewards.crop(targets["image"], targets)
+            targets["focus_scale"] = self.rewards.focus_scale(targets)  # constant per target: once per batch
         canvas0 = batch["canvas0"].float() / 255
         canvas1 = batch["canvas1"].float() / 255
         step = batch["step"]

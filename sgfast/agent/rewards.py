@@ -4,7 +4,13 @@
   authors' code computes it: on the unmasked image; in baseline mode this is the only term).
 - r_fg: the foreground discriminator on neurally aligned crops of the masked target and canvases,
   Z = aligned_crop(X, box, S, mask=S) (Eq. 12, crop of X * S as the authors' code).
-- r_focus: focus_reward(I, C_t, C_t+1, G, box) = L_G(C_t) - L_G(C_t+1) (Eq. 13-15).
+- r_focus: L_G(C_t) - L_G(C_t+1) (Eq. 13-15) with L_G = ||Z_G * (Z_I - Z_C)||_F^2 / N_G. The op
+  `focus_reward` divides by N_G = ||Z_G||_F, as Eq. 14 is typeset; the paper's text ("normalize ...
+  using the total number of non-zero pixels", so that the scale is invariant to the extent of G)
+  and the authors' code (sum of G) divide by the map's mass N_G = sum Z_G. `focus_norm="sum"`
+  (default) rescales the op's result by ||Z_G||_F / sum Z_G: with ||Z_G||_F the term grows with the
+  square root of G's area (a 50x spread of the episode's focus return over the synthetic birds,
+  about 13x r_bg's weight on average at nu = 10), which drove the foreground strokes to full size.
 - r = r_bg + eta * r_fg + nu * r_focus (Eq. 19; paper eta = 2, nu = 10).
 
 Rewards use target copies of the discriminators (soft-updated with tau), as the baseline. The
@@ -18,6 +24,9 @@ import torch
 from torch import nn
 
 from sgfast.agent.networks import Discriminator
+
+FOCUS_NORMS = ("sum", "frobenius")  # L_G divided by sum Z_G (paper text, authors) or ||Z_G||_F (Eq. 14)
+EPS = 1e-8  # the focus op's epsilon in its denominator
 
 
 def soft_update(target: nn.Module, source: nn.Module, tau: float):
@@ -39,9 +48,12 @@ def frozen_copy(module: nn.Module) -> nn.Module:
 
 
 class RewardModel(nn.Module):
-    def __init__(self, mode, ops, size, width=16, eta=2.0, nu=10.0, lr=3e-4, gp_lambda=10.0, tau=0.001):
+    def __init__(self, mode, ops, size, width=16, eta=2.0, nu=10.0, lr=3e-4, gp_lambda=10.0, tau=0.001,
+                 focus_norm="sum"):
         super().__init__()
-        self.mode, self.ops, self.size = mode, ops, size
+        if focus_norm not in FOCUS_NORMS:
+            raise ValueError(f"focus_norm must be one of {FOCUS_NORMS}, got {focus_norm!r}")
+        self.mode, self.ops, self.size, self.focus_norm = mode, ops, size, focus_norm
         self.eta, self.nu, self.gp_lambda, self.tau = float(eta), float(nu), float(gp_lambda), float(tau)
         self.d_global = Discriminator(width)
         self.d_global_target = frozen_copy(self.d_global)
@@ -53,6 +65,13 @@ class RewardModel(nn.Module):
 
     def crop(self, x, targets):
         return self.ops.aligned_crop(x, targets["boxes"], self.size, targets["mask"])
+
+    def focus_scale(self, targets):
+        """[B]: factor turning the op's ||Z_G||_F normalisation into `focus_norm` (1 for frobenius)."""
+        if self.focus_norm == "frobenius":
+            return None
+        zg = self.ops.aligned_crop(targets["gbp"], targets["boxes"], self.size).flatten(1)
+        return (zg.norm(dim=1) + EPS) / (zg.sum(1) + EPS)
 
     def forward(self, canvas0, canvas1, targets) -> dict:
         """Reward terms of the step C_t -> C_t+1, each [B, 1], and their weighted sum `total`."""
@@ -66,6 +85,9 @@ class RewardModel(nn.Module):
             d = self.d_fg_target
             out["r_fg"] = d(torch.cat([zi, z1], 1)) - d(torch.cat([zi, z0], 1))
             focus = self.ops.focus_reward(img, canvas0, canvas1, targets["gbp"], targets["boxes"], self.size)
+            scale = targets["focus_scale"] if "focus_scale" in targets else self.focus_scale(targets)
+            if scale is not None:
+                focus = focus * scale
             out["r_focus"] = focus.reshape(-1, 1)  # the op returns [B]: keep every term [B, 1]
             out["total"] = r_bg + self.eta * out["r_fg"] + self.nu * out["r_focus"]
         else:
