@@ -132,20 +132,50 @@ def load_models(mode="sg", actor=None, renderer=None, segmenter=None, expert=Non
 
 # --------------------------------------------------------------------------- inputs
 
-def _as_image(item):
-    """(name, float32 RGB [H, W, 3]) from a path, a numpy array or a tensor ([3, H, W] or [H, W, 3])."""
-    from sgfast.data.imageio import read_image_rgb
+# Images are reduced to at most this side when read (callers that know their sizes pass a limit): a
+# huge photo is never held as float, and everything is resized to a canvas of at most D * 128 px.
+DEFAULT_MAX_SIDE = 2048
+
+
+def _as_image(item, max_side=DEFAULT_MAX_SIDE):
+    """(name, float32 RGB [H, W, 3] in [0, 1]) from a path, a numpy array or a tensor.
+
+    Arrays: [H, W], [H, W, C] or [C, H, W] with C = 1 (grey, replicated), 3 (RGB) or 4 (RGBA, alpha
+    dropped, as for files); uint8, uint16 (/ 65535), bool or float (clipped to [0, 1], NaN refused).
+    Sides longer than max_side are area-reduced (see sgfast.data.imageio.shrink_sides).
+    """
+    from sgfast.data.imageio import read_image_rgb, shrink_sides
 
     if isinstance(item, (str, os.PathLike)):
         path = os.fspath(item)
-        return os.path.splitext(os.path.basename(path))[0], read_image_rgb(path)
+        return os.path.splitext(os.path.basename(path))[0], read_image_rgb(path, max_side)
     arr = item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else np.asarray(item)
-    if arr.ndim == 3 and arr.shape[0] == 3 and arr.shape[2] != 3:
-        arr = arr.transpose(1, 2, 0)
-    if arr.ndim != 3 or arr.shape[2] != 3:
-        raise ValueError(f"image arrays must be [H, W, 3] or [3, H, W], got {arr.shape}")
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[2] not in (1, 3, 4):
+        arr = arr.transpose(1, 2, 0)  # channels first
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
+        raise ValueError(f"image arrays must be [H, W], [H, W, C] or [C, H, W] with C in 1, 3, 4; got {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"empty image array {arr.shape}")
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8) * 255
+    elif arr.dtype.kind == "f":
+        if arr.dtype.itemsize < 4 or arr.dtype.itemsize > 8:  # cv2.resize takes float32/64 only
+            arr = arr.astype(np.float32)
+        if not np.isfinite(arr).all():
+            raise ValueError("image array has NaN or infinite values")
+    elif arr.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"image arrays must be uint8, uint16, bool or float, got {arr.dtype}")
+    arr = shrink_sides(np.ascontiguousarray(arr[:, :, :3]), max_side)
+    if arr.ndim == 2:  # cv2.resize drops a single channel
+        arr = arr[:, :, None]
+    if arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
     if arr.dtype == np.uint8:
-        arr = arr.astype(np.float32) / 255
+        return None, arr.astype(np.float32) / 255
+    if arr.dtype == np.uint16:
+        return None, arr.astype(np.float32) / 65535
     return None, np.clip(arr.astype(np.float32), 0, 1)
 
 
@@ -362,12 +392,15 @@ def paint(images, mode="sg", steps=None, actor=None, renderer=None, segmenter=No
     steps = int(models.meta["max_step"] if steps is None else steps)
     if steps < 1:
         raise PaintError(f"steps must be >= 1, got {steps}")
+    # The largest size an image is resized to (Ψ and the expert's input, the canvas, D x the canvas);
+    # reading at most twice that keeps the final antialiased resize an area average.
+    read_side = 2 * max(models.size * divide, int(models.expert_meta.get("image_size", 0)))
     results = [None] * len(images)
     loaded = []  # (index, name, float image)
     for i, item in enumerate(images):
         default = f"image_{i:04d}"
         try:
-            name, img = _as_image(item)
+            name, img = _as_image(item, read_side)
             loaded.append((i, name or default, img))
         except (OSError, ValueError) as exc:
             nm = os.path.splitext(os.path.basename(os.fspath(item)))[0] if isinstance(item, (str, os.PathLike)) else default

@@ -41,14 +41,50 @@ def _check_complete(path, data):
             raise ImageReadError(f"truncated PNG (no IEND chunk): {path}")
 
 
-def decode(path, data=None):
-    """Decode a file as stored (channels BGR[A], dtype uint8 / uint16 / float32)."""
+def decode(path, data=None, max_side=None):
+    """Decode a file as stored (channels BGR[A], dtype uint8 / uint16 / float32).
+
+    max_side: a JPEG whose shorter side is at least 2, 4 or 8 x max_side is decoded at 1/2, 1/4 or
+    1/8 scale (libjpeg's DCT scaling: a 48-Mpx photo never exists at full size), as 3-channel BGR.
+    """
     data = read_file_bytes(path) if data is None else data
     _check_complete(path, data)
-    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    size = header_size(data)
+    flags = cv2.IMREAD_UNCHANGED
+    if max_side and size and data[:2] == b"\xff\xd8":
+        for f, flag in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),
+                        (2, cv2.IMREAD_REDUCED_COLOR_2)):
+            if min(size) >= f * max_side:
+                flags = flag
+                break
+    if size and size[0] * size[1] > _CV_MAX_PIXELS:  # OpenCV would refuse it with an assertion
+        raise ImageReadError(f"image too large to decode: {size[0]} x {size[1]} pixels (OpenCV's limit is "
+                             f"{_CV_MAX_PIXELS} pixels; the OPENCV_IO_MAX_IMAGE_PIXELS variable raises it): {path}")
+    try:
+        arr = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    except cv2.error as exc:  # e.g. a header with absurd dimensions
+        raise ImageReadError(f"corrupt or unsupported image file ({str(exc).strip().splitlines()[-1]}): {path}") from None
     if arr is None or arr.size == 0:
         raise ImageReadError(f"corrupt or unsupported image file: {path}")
     return arr
+
+
+_CV_MAX_PIXELS = int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", 1 << 30))
+
+
+def header_size(data):
+    """(width, height) from a PNG or JPEG header without decoding, or None."""
+    if data[:8] == _PNG_SIGNATURE and data[12:16] == b"IHDR" and len(data) >= 24:
+        return struct.unpack(">II", data[16:24])
+    if data[:2] == b"\xff\xd8":
+        pos = 2
+        while pos + 9 <= len(data) and data[pos] == 0xFF:
+            marker, length = data[pos + 1], struct.unpack(">H", data[pos + 2:pos + 4])[0]
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
+                h, w = struct.unpack(">HH", data[pos + 5:pos + 9])
+                return w, h
+            pos += 2 + length
+    return None
 
 
 def _to_unit_float(arr, path):
@@ -61,9 +97,22 @@ def _to_unit_float(arr, path):
     raise ImageReadError(f"unsupported pixel type {arr.dtype} in {path}")
 
 
-def read_image_rgb(path):
-    """float32 RGB [H, W, 3] in [0, 1]. Grayscale is replicated, alpha dropped, 16 bit rescaled."""
-    arr = decode(path)
+def shrink_sides(arr, max_side):
+    """Area-reduce each side of an [H, W(, C)] array longer than max_side to max_side (the sides
+    independently: for callers that resize to a square anyway), in the array's own dtype, so a huge
+    image is never held as float. Arrays within the limit are returned as they are."""
+    h, w = arr.shape[:2]
+    if max_side is None or (h <= max_side and w <= max_side):
+        return arr
+    nh, nw = min(h, max_side), min(w, max_side)
+    out = cv2.resize(arr, (nw, nh), interpolation=cv2.INTER_AREA)
+    return out.reshape((nh, nw) + arr.shape[2:])
+
+
+def read_image_rgb(path, max_side=None):
+    """float32 RGB [H, W, 3] in [0, 1]. Grayscale is replicated, alpha dropped, 16 bit rescaled.
+    max_side: see shrink_sides (applied before the float conversion)."""
+    arr = shrink_sides(decode(path, max_side=max_side), max_side)
     if arr.ndim == 2:
         arr = arr[:, :, None]
     c = arr.shape[2]
