@@ -9,7 +9,9 @@ item 5). An inference-only trick, not in the paper.
 3. The patches are stitched and the seams smoothed: a 3x3 box filter applied to the two pixel
    rows / columns either side of every patch border (the authors smooth the seams the same way).
 
-Baseline mode only: the sg agent's masks, boxes and G would have to be re-derived per patch.
+sg mode: each patch is painted with its own crops of S (every instance's, so Eq. 16 picks the
+instance per patch), of G and of the target; the fg and bg layers are refined and stitched the same
+way. A patch without foreground gets an empty S: its fg strokes are gated off, its bg strokes not.
 The exported strokes are mapped to the D*S canvas (patch positions scaled and offset, radius z / D,
 so one pixel stays one pixel): `sgfast render` redraws them; the seam smoothing is not in them.
 """
@@ -57,38 +59,60 @@ def to_global(strokes, d, r, c):
 
 
 @torch.no_grad()
-def paint_divided(models, targets, targets_hi, steps, frames_per, d):
-    """Baseline agent with grid refinement. targets [B, 3, S, S], targets_hi [B, 3, d*S, d*S].
+def paint_divided(models, targets, targets_hi, steps, frames_per, d, sem=None, sem_hi=None):
+    """The agent with grid refinement. targets [B, 3, S, S], targets_hi [B, 3, d*S, d*S]; sg mode:
+    sem / sem_hi per image (masks [M, ., .], boxes, gbp [M, ., .]) at S and at d*S.
 
-    Returns (canvas [B, 3, dS, dS], strokes per image [N, 13] (global), step per stroke, frames).
+    Returns per image a dict: canvas [3, dS, dS]; fg, bg: the layers at dS (sg mode, else None);
+    strokes [N, 13] (global); steps, layers ("bg"/"fg"; sg mode), mask_ids (the instance gating
+    each stroke; sg mode) per stroke; frames (uint8 [dS, dS, 3]).
     """
     from sgfast.paint import _paint_batch, _resize, _to_u8_image
 
+    sg = models.mode == "sg"
     b, size = targets.shape[0], models.size
-    k = models.meta["strokes_bg"] + models.meta["strokes_fg"]
+    kb, kf = models.meta["strokes_bg"], models.meta["strokes_fg"]
+    k = kb + kf
     first = steps // 2
     rest = steps - first
-    sem = [None] * b
+    if not sg:
+        sem = sem_hi = [None] * b
     if first:
-        c1, _, _, act1, _, fr1 = _paint_batch(models, targets, sem, first, frames_per)
+        c1, fg1, bg1, act1, ch1, fr1 = _paint_batch(models, targets, sem, first, frames_per)
     else:
-        c1, act1, fr1 = torch.zeros_like(targets), [], [[_to_u8_image(torch.zeros(3, size, size))] for _ in range(b)]
+        c1, act1, ch1 = torch.zeros_like(targets), [], []
+        fg1, bg1 = torch.zeros_like(targets), torch.zeros_like(targets)
+        fr1 = [[_to_u8_image(torch.zeros(3, size, size))] for _ in range(b)]
     up = _resize(c1, d * size)
     up = (up * 255).round() / 255  # the canvas stays on uint8 levels, as between agent steps
-    c2, _, _, act2, _, fr2 = _paint_batch(models, to_patches(targets_hi, d), [None] * (b * d * d), rest,
-                                          frames_per, canvas0=to_patches(up, d), t0=first)
+    layers0 = (to_patches(_resize(fg1, d * size), d), to_patches(_resize(bg1, d * size), d)) if sg else None
+    # Each patch is painted as an image of its own: its crop of the target, of every instance's S
+    # and of G (whole-image G: the expert classifies whole objects, a patch is not one). The box is
+    # no input of the actor, so it is not cropped.
+    sem2 = [None] * (b * d * d)
+    if sg:
+        sem2 = []
+        for m, _, g in sem_hi:
+            mp, gp = to_patches(m[None], d), to_patches(g[None], d)
+            sem2 += [(mp[q], None, gp[q]) for q in range(d * d)]
+    c2, fg2, bg2, act2, ch2, fr2 = _paint_batch(models, to_patches(targets_hi, d), sem2, rest, frames_per,
+                                                canvas0=to_patches(up, d), t0=first, layers0=layers0)
     canvas = smooth_seams(from_patches(c2, d), d)
-    out_strokes, out_steps, out_frames = [], [], []
+    fg = smooth_seams(from_patches(fg2, d), d) if sg else None
+    bg = smooth_seams(from_patches(bg2, d), d) if sg else None
+    out = []
     for j in range(b):
         s1 = [a[j].view(k, 13) for a in act1]
+        ids = [int(ch1[t][j]) for t in range(first) for _ in range(k)] if sg else []
         s2 = []
         for t, a in enumerate(act2):  # step by step, every patch's K strokes in grid order
             for r in range(d):
                 for c in range(d):
-                    s2.append(to_global(a[j * d * d + r * d + c].view(k, 13), d, r, c))
-        out_strokes.append(torch.cat(s1 + s2).double().numpy())
-        out_steps.append([t for t in range(first) for _ in range(k)] +
-                         [first + t for t in range(rest) for _ in range(d * d * k)])
+                    q = j * d * d + r * d + c
+                    s2.append(to_global(a[q].view(k, 13), d, r, c))
+                    if sg:
+                        ids += [int(ch2[t][q])] * k
+        strokes = torch.cat(s1 + s2).double().numpy()
         frames = []
         if frames_per != "none":
             up_frame = lambda f: f.repeat(d, axis=0).repeat(d, axis=1)  # noqa: E731 (nearest)
@@ -98,5 +122,10 @@ def paint_divided(models, targets, targets_hi, steps, frames_per, d):
                                      for q in range(d * d)]).float()
                 frames.append(from_patches(tiles, d)[0].permute(1, 2, 0).byte().numpy())
             frames[-1] = _to_u8_image(canvas[j])
-        out_frames.append(frames)
-    return canvas.cpu(), out_strokes, out_steps, out_frames
+        out.append({
+            "canvas": canvas[j].cpu(), "fg": None if fg is None else fg[j].cpu(),
+            "bg": None if bg is None else bg[j].cpu(), "strokes": strokes,
+            "steps": [t for t in range(first) for _ in range(k)] + [first + t for t in range(rest)
+                                                                   for _ in range(d * d * k)],
+            "layers": (["bg"] * kb + ["fg"] * kf) * (len(strokes) // k), "mask_ids": ids, "frames": frames})
+    return out

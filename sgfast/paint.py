@@ -179,16 +179,20 @@ def _as_image(item, max_side=DEFAULT_MAX_SIDE):
     return None, np.clip(arr.astype(np.float32), 0, 1)
 
 
-def _as_mask(item):
-    from sgfast.data.imageio import read_mask
+def _as_mask(item, max_side=DEFAULT_MAX_SIDE):
+    """float32 [H, W] in [0, 1] from a path or an array; sides over max_side area-reduced."""
+    from sgfast.data.imageio import read_mask, shrink_sides
 
     if isinstance(item, (str, os.PathLike)):
-        return read_mask(os.fspath(item))
+        return read_mask(os.fspath(item), max_side)
     arr = item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else np.asarray(item)
     arr = arr.squeeze()
-    if arr.ndim != 2:
+    if arr.ndim != 2 or arr.size == 0:
         raise ValueError(f"masks must be [H, W], got {arr.shape}")
-    return np.clip(arr.astype(np.float32), 0, 1)
+    arr = arr.astype(np.float32)
+    if not np.isfinite(arr).all():
+        raise ValueError("mask array has NaN or infinite values")
+    return np.clip(shrink_sides(arr, max_side), 0, 1)
 
 
 def read_box(item):
@@ -229,22 +233,29 @@ def semantics(models: Models, images, masks=None, boxes=None, instances=None):
     (1 without instance masks). Following `sgfast prepare`, Ψ and the expert see the image at
     max(canvas, the expert's training size).
     """
+    return [r[0] for r in _semantics(models, images, masks, boxes, instances, (models.size,))]
+
+
+def _semantics(models: Models, images, masks, boxes, instances, sizes):
+    """semantics() with the maps at each of `sizes` (per image a list of triples, one per size):
+    Ψ and the expert run once, the maps are resized from their working size."""
     from sgfast.models.gbp import gbp_maps
 
     size = models.size
     src = max(size, int(models.expert_meta.get("image_size", size)))
+    read_side = 2 * max(src, *sizes)
     out = []
     for i, img in enumerate(images):
         x = _resize(torch.from_numpy(img).permute(2, 0, 1)[None].to(models.device), src)
         inst = instances[i] if instances is not None else None
         if inst:
-            m = torch.stack([torch.from_numpy(_as_mask(p)) for p in inst])[:, None].to(models.device)
+            m = torch.stack([torch.from_numpy(_as_mask(p, read_side)) for p in inst])[:, None].to(models.device)
             m = _resize(m, src)
             b = torch.stack([mask_box(mm[0].cpu()) for mm in m]).to(models.device)
         else:
             given = masks[i] if masks is not None else None
             if given is not None:
-                m = _resize(torch.from_numpy(_as_mask(given))[None, None].to(models.device), src)
+                m = _resize(torch.from_numpy(_as_mask(given, read_side))[None, None].to(models.device), src)
             elif models.segmenter is None:
                 raise PaintError("no foreground mask: pass --mask files or segmenter weights (--segmenter)")
             else:
@@ -261,8 +272,8 @@ def semantics(models: Models, images, masks=None, boxes=None, instances=None):
         g, _ = gbp_maps(models.expert, x.expand(m.shape[0], -1, -1, -1), m, b)
         # uint8 steps, as the agent saw them in training and as mask.png stores them (so an
         # exported painting re-renders identically from its files)
-        q = lambda t: (_resize(t, size)[:, 0] * 255).round() / 255  # noqa: E731
-        out.append((q(m).cpu(), b.float().cpu(), q(g).cpu()))
+        q = lambda t, n: (_resize(t, n)[:, 0] * 255).round() / 255  # noqa: E731
+        out.append([(q(m, n).cpu(), b.float().cpu(), q(g, n).cpu()) for n in sizes])
     return out
 
 
@@ -285,8 +296,9 @@ def _to_u8_image(t: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def _paint_batch(models: Models, targets, sem, steps, frames_per, canvas0=None, t0=0):
-    """Paint one batch. targets [B, 3, S, S]; sem: per image (masks [M,S,S], boxes, gbp)."""
+def _paint_batch(models: Models, targets, sem, steps, frames_per, canvas0=None, t0=0, layers0=None):
+    """Paint one batch. targets [B, 3, S, S]; sem: per image (masks [M,S,S], boxes, gbp).
+    canvas0, layers0 = (fg, bg), t0: continue a painting (--divide)."""
     from sgfast.agent.env import Painter, actor_input, coord_channels, to_uint8
 
     dev, mode, size = models.device, models.mode, models.size
@@ -298,7 +310,8 @@ def _paint_batch(models: Models, targets, sem, steps, frames_per, canvas0=None, 
     coords = coord_channels(size, dev)
     targets = targets.to(dev)
     canvas = torch.zeros(b, 3, size, size, device=dev) if canvas0 is None else canvas0.to(dev)  # --divide
-    fg_layer, bg_layer = torch.zeros_like(canvas), torch.zeros_like(canvas)
+    fg_layer, bg_layer = ((torch.zeros_like(canvas), torch.zeros_like(canvas)) if layers0 is None
+                          else (layers0[0].to(dev), layers0[1].to(dev)))
     all_masks = [s[0].to(dev) for s in sem] if mode == "sg" else None
     all_gbp = [s[2].to(dev) for s in sem] if mode == "sg" else None
     actions, chosen, frames = [], [], [[_to_u8_image(canvas[i])] for i in range(b)]
@@ -360,14 +373,16 @@ def paint(images, mode="sg", steps=None, actor=None, renderer=None, segmenter=No
     method "optimize": no agent; `strokes` strokes optimised by Adam (`iters`, `lr`, focus weight `nu`),
     see sgfast/optimize_painter.py.
     """
+    if method == "optimize" and divide != 1:
+        raise PaintError(f"divide applies to method 'agent' (got divide={divide} with method 'optimize')")
     if method == "optimize":
         from sgfast.optimize_painter import paint_optimize
         return paint_optimize(images, strokes, iters, lr, nu, renderer, segmenter, expert, masks, boxes, device,
                               ops, batch_size, frames, progress=progress)
     if method != "agent":
         raise PaintError(f"method must be 'agent' or 'optimize', got {method!r}")
-    if divide < 1 or (divide > 1 and mode != "baseline"):
-        raise PaintError(f"divide must be >= 1 and needs mode 'baseline' (got divide={divide}, mode {mode!r})")
+    if not 1 <= divide <= 16:
+        raise PaintError(f"divide must be in [1, 16], got {divide}")
     if isinstance(images, (str, os.PathLike, np.ndarray, torch.Tensor)) and not (
             isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 4):
         images = [images]
@@ -412,15 +427,19 @@ def paint(images, mode="sg", steps=None, actor=None, renderer=None, segmenter=No
     k = models.meta["strokes_bg"] + models.meta["strokes_fg"]
     for s in range(0, len(loaded), batch_size):
         chunk = loaded[s:s + batch_size]
-        ok_chunk, sem = [], []
+        ok_chunk, sem, sem_hi = [], [], []
         for (i, name, img) in chunk:
             try:
-                if mode == "sg":
-                    sem.append(semantics(models, [img], None if masks is None else [masks[i]],
-                                         None if boxes is None else [boxes[i]],
-                                         None if instances is None else [instances[i]])[0])
+                if mode == "sg":  # S, box, G at the canvas size (and at D x it for --divide)
+                    maps = _semantics(models, [img], None if masks is None else [masks[i]],
+                                      None if boxes is None else [boxes[i]],
+                                      None if instances is None else [instances[i]],
+                                      (models.size, divide * models.size) if divide > 1 else (models.size,))[0]
+                    sem.append(maps[0])
+                    sem_hi.append(maps[-1])
                 else:
                     sem.append(None)
+                    sem_hi.append(None)
                 ok_chunk.append((i, name, img))
             except (OSError, ValueError) as exc:
                 results[i] = PaintResult(name=name, error=f"mask/box: {exc}", mode=mode)
@@ -432,11 +451,17 @@ def paint(images, mode="sg", steps=None, actor=None, renderer=None, segmenter=No
             from sgfast.divide_painter import paint_divided
             hi = torch.cat([_resize(torch.from_numpy(img).permute(2, 0, 1)[None], divide * models.size)
                             for _, _, img in ok_chunk])
-            canvas, st, stp, fr = paint_divided(models, targets, hi, steps, frames, divide)
+            painted = paint_divided(models, targets, hi, steps, frames, divide, sem, sem_hi)
             for j, (i, name, _) in enumerate(ok_chunk):
-                results[i] = PaintResult(name=name, target=hi[j], canvas=canvas[j], strokes=st[j],
-                                         layers=["all"] * len(st[j]), mask_ids=[None] * len(st[j]), steps=stp[j],
-                                         frames=fr[j] if frames != "none" else [], mode=mode)
+                p = painted[j]
+                n = len(p["strokes"])
+                m, bx, g = sem_hi[j] if mode == "sg" else (None, None, None)
+                results[i] = PaintResult(
+                    name=name, target=hi[j], canvas=p["canvas"], fg_layer=p["fg"], bg_layer=p["bg"], masks=m,
+                    boxes=bx, gbp=g, strokes=p["strokes"],
+                    layers=p["layers"] if mode == "sg" else ["all"] * n,
+                    mask_ids=p["mask_ids"] if mode == "sg" else [None] * n, steps=p["steps"],
+                    frames=p["frames"] if frames != "none" else [], mode=mode)
             if bar:
                 bar.update(len(chunk))
             continue

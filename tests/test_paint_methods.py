@@ -1,6 +1,7 @@
 """sgfast paint --method optimize and --divide D: the optimiser lowers L2 well below its start, the
 focus term lowers the focus distance, the CLI writes the usual files; grid refinement gives a
-D*S painting no worse than the undivided one, and its patch helpers invert each other."""
+D*S painting no worse than the undivided one, and its patch helpers invert each other (sg mode with
+--divide: tests/test_divide.py)."""
 import glob
 import json
 import os
@@ -97,8 +98,9 @@ def test_divide_output_size_and_l2_not_worse():
         assert float(((b.canvas - b.target) ** 2).mean()) <= float(((up - b.target) ** 2).mean()) + 1e-3
 
 
-def test_divide_needs_baseline_mode():
+def test_divide_out_of_range():
     from sgfast.paint import PaintError, paint
 
-    with pytest.raises(PaintError, match="divide"):
-        paint(IMAGES[:1], mode="sg", steps=2, divide=2)
+    for d in (0, 17):
+        with pytest.raises(PaintError, match="divide"):
+            paint(IMAGES[:1], mode="baseline", steps=2, divide=d)

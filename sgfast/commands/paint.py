@@ -50,8 +50,9 @@ def configure(parser):
                         help="paint with the agent, or optimise --strokes strokes directly by Adam through the "
                              "renderer (Neural Painters; no agent needed)")
     parser.add_argument("--divide", type=int, default=1, metavar="D",
-                        help="baseline mode: grid refinement, the second half of the steps on D x D patches "
-                             "of the canvas upscaled to D x the agent's size (Learning to Paint's test.py)")
+                        help="grid refinement (Learning to Paint's test.py): the second half of the steps paint "
+                             "D x D patches of the canvas upscaled to D x the agent's size (sg mode: with each "
+                             "patch's crops of S and G); D in 1..16")
     parser.add_argument("--strokes", type=int, default=100, help="--method optimize: number of strokes")
     parser.add_argument("--iters", type=int, default=200, help="--method optimize: Adam iterations")
     parser.add_argument("--lr", type=float, default=0.1, help="--method optimize: Adam learning rate")

@@ -127,15 +127,15 @@ def read_image_rgb(path, max_side=None):
     return np.ascontiguousarray(_to_unit_float(arr, path))
 
 
-def read_mask(path):
+def read_mask(path, max_side=None):
     """float32 [H, W] in [0, 1]. Colour masks use their brightest channel; a uint8 mask whose
-    largest value is 1 is read as a 0/1 mask (not as 1/255)."""
+    largest value is 1 is read as a 0/1 mask (not as 1/255). max_side: see shrink_sides."""
     arr = decode(path)
     if arr.ndim == 3:
         arr = arr[:, :, :3].max(axis=2) if arr.shape[2] >= 3 else arr[:, :, 0]
     if arr.dtype == np.uint8 and arr.max() <= 1:
-        return arr.astype(np.float32)
-    return _to_unit_float(arr, path)
+        return shrink_sides(arr.astype(np.float32), max_side)
+    return _to_unit_float(shrink_sides(arr, max_side), path)
 
 
 def _png_palette(data):
