@@ -107,14 +107,7 @@ __global__ void exact_kernel(const T* __restrict__ params, int64_t n, int size, 
 
 at::Tensor rasterize_strokes_cuda(const at::Tensor& params_in, int64_t size, c10::string_view mode_sv,
                                   int64_t supersample) {
-  const std::string mode(mode_sv.data(), mode_sv.size());
-  SGFAST_CHECK_ARG(mode == "ltp" || mode == "exact", "mode", "expected 'ltp' or 'exact', got '", mode, "'");
-  SGFAST_CHECK_ARG(size >= 1 && size <= 16384, "size", "expected 1 <= size <= 16384, got ", size);
-  SGFAST_CHECK_ARG(supersample >= 1 && supersample <= 64, "supersample", "expected 1 <= supersample <= 64, got ",
-                   supersample);
-  check_float(params_in, "params");
-  SGFAST_CHECK_ARG(params_in.dim() == 2 && params_in.size(1) == 10, "params", "expected shape [N, 10], got ",
-                   params_in.sizes());
+  const std::string mode = check_rasterize_args(params_in, size, mode_sv, supersample);
   c10::cuda::CUDAGuard guard(params_in.device());
   const at::Tensor params = params_in.contiguous();
   const int64_t n = params.size(0);

@@ -11,6 +11,9 @@
 #pragma once
 #include <math.h>
 
+#include <string>
+
+#include "checks.h"
 #include "kernels/common.h"
 
 namespace sgfast {
@@ -278,4 +281,20 @@ SGFAST_HD double exact_pixel(const ExactStroke& s, int i, int j, int size, int s
 }
 
 }  // namespace raster
+
+// Argument checks shared by the CPU and CUDA entry points (the Python wrapper checks first, with the
+// same wording; these guard direct torch.ops.sgfast calls). Returns the mode as a std::string.
+inline std::string check_rasterize_args(const at::Tensor& params, int64_t size, c10::string_view mode_sv,
+                                        int64_t supersample) {
+  const std::string mode(mode_sv.data(), mode_sv.size());
+  SGFAST_CHECK_ARG(mode == "ltp" || mode == "exact", "mode", "expected 'ltp' or 'exact', got '", mode, "'");
+  SGFAST_CHECK_ARG(size >= 1 && size <= 16384, "size", "expected 1 <= size <= 16384, got ", size);
+  SGFAST_CHECK_ARG(supersample >= 1 && supersample <= 64, "supersample", "expected 1 <= supersample <= 64, got ",
+                   supersample);
+  check_float(params, "params");
+  SGFAST_CHECK_ARG(params.dim() == 2 && params.size(1) == 10, "params", "expected shape [N, 10], got ",
+                   params.sizes());
+  return mode;
+}
+
 }  // namespace sgfast
