@@ -158,23 +158,6 @@ def test_torch_compile_fullgraph(backend):
         torch.testing.assert_close(got, want)
 
 
-def test_backward_deterministic_across_runs_and_threads():
-    # 70 x 70 = 4900 pixels: two CPU tiles per image, so the colour gradient is a multi-tile sum.
-    canvas, alpha, color, mask, layer = make_inputs(3, 5, 70, 70)
-    grad_out = torch.randn(3, 3, 70, 70, generator=torch.Generator().manual_seed(5))
-    threads = torch.get_num_threads()
-    try:
-        runs = []
-        for n in (1, 2, 2):
-            torch.set_num_threads(n)
-            runs.append(torch.ops.sgfast._composite_backward(grad_out, canvas, alpha, color, mask, layer))
-    finally:
-        torch.set_num_threads(threads)
-    for other in runs[1:]:
-        for a, b in zip(runs[0], other):
-            assert torch.equal(a, b)
-
-
 _SIMD_CHECK = """
 import torch, sgfast.ops as ops, sgfast.reference as ref
 from test_composite import make_inputs, run_both, tol

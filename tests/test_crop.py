@@ -180,21 +180,6 @@ def test_backward_deterministic(device, deterministic):
     assert torch.equal(grad(), grad())
 
 
-def test_thread_count_does_not_change_result():
-    x = torch.rand(3, 4, 20, 20)
-    boxes = random_boxes(3, torch.float32)
-    g = torch.randn(3, 4, 9, 9)
-    prev = torch.get_num_threads()
-    try:
-        results = []
-        for n in (1, 2):
-            torch.set_num_threads(n)
-            results.append(torch.ops.sgfast._aligned_crop_backward(g, boxes, None, 20, 20))
-    finally:
-        torch.set_num_threads(prev)
-    assert torch.equal(*results)
-
-
 @needs_cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_cpu_matches_cuda(dtype):

@@ -135,19 +135,6 @@ def test_deterministic(device, deterministic):
         assert torch.equal(u, v)
 
 
-def test_thread_count_does_not_change_result():
-    target, c0, c1, gbp, boxes = make_inputs(3, 3, 24, 24, torch.float32, "cpu")
-    prev = torch.get_num_threads()
-    try:
-        results = []
-        for n in (1, 2):
-            torch.set_num_threads(n)
-            results.append(sgfast.ops.focus_reward(target, c0, c1, gbp, boxes, 11))
-    finally:
-        torch.set_num_threads(prev)
-    assert torch.equal(*results)
-
-
 @needs_cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_cpu_matches_cuda(dtype):

@@ -31,7 +31,9 @@ def _forward_backward(fn, differentiable, *rest):
 
 def _cases():
     gen = torch.Generator().manual_seed(0)
-    B, H, W, K = 5, 23, 31, 4
+    B, H, W, K = 3, 70, 70, 4
+    # 70 x 70 = 4900 pixels: two CPU tiles per image in composite, so its colour gradient is a
+    # multi-tile sum (summed per tile, then over tiles in a fixed order).
     canvas, alpha, color = _rand(B, 3, H, W, gen=gen), _rand(B, K, H, W, gen=gen), _rand(B, K, 3, gen=gen)
     mask, layer = _rand(B, 1, H, W, gen=gen), torch.tensor([False, True, False, True])
     x, boxes = _rand(B, 4, H, W, gen=gen), _boxes(B, gen)
