@@ -118,7 +118,7 @@ def test_baseline_mode_api():
 def test_instances_follow_eq16():
     """Eq. 16 on a bundled scene: at every step the painted instance is argmax_i ||S_i (I - C_t)||_F,
     recomputed here from the step's canvas (the progress frames). (With the shipped tiny agent the
-    largest instance keeps the largest error, so not every instance gets picked: see the report.)"""
+    largest instance keeps the largest error, so not every instance gets picked: docs/painting.md.)"""
     from sgfast.paint import paint
 
     img = os.path.join(SCENES, "images", "scene_000002.jpg")
