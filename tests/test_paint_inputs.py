@@ -166,3 +166,19 @@ def test_cli_batch_with_bad_images(tmp_path, capsys):
     assert sorted(os.listdir(out)) == ["good", "tiny"]  # nothing else, no temporary folders
     for name in ("good", "tiny"):
         assert (out / name / "painting.png").is_file() and (out / name / "progress.gif").is_file()
+
+
+def test_cli_output_that_cannot_be_written_spares_the_others(tmp_path, capsys):
+    a = _write(tmp_path / "a.png", _smooth_rgb(20, 20, seed=3))
+    b = _write(tmp_path / "b.png", _smooth_rgb(20, 20, seed=4))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a").write_text("a file where the folder for a.png would go")
+    rc = cli.main(["paint", a, b, "--mode", "baseline", "--out", str(out), "--steps", "1", "--no-progress",
+                   "--threads", "1"])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "could not write" in err and os.path.join(str(out), "a") in err and "1 of 2 images painted" in err
+    assert (out / "a").read_text().startswith("a file")       # left as it was
+    assert (out / "b" / "painting.png").is_file()
+    assert sorted(os.listdir(out)) == ["a", "b"]               # no temporary folders left

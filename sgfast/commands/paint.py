@@ -184,9 +184,9 @@ def run(args):
         folder = os.path.join(args.out, name)
         try:
             write_result(r, folder, args.size, args.supersample, args.frame_size, not args.no_video, args.device)
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 (one image's outputs failing must not cost the batch's)
             failed += 1
-            print(f"sgfast paint: could not write {folder}: {exc}", file=sys.stderr)
+            print(f"sgfast paint: could not write {folder}: {type(exc).__name__}: {exc}", file=sys.stderr)
             continue
         l2 = float(((r.canvas - r.target) ** 2).mean())
         print(f"{folder}: {len(r.strokes)} strokes, L2 {l2:.4f}")
