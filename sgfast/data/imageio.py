@@ -55,7 +55,7 @@ def decode(path, data=None, max_side=None):
         for f, flag in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),
                         (2, cv2.IMREAD_REDUCED_COLOR_2)):
             if min(size) >= f * max_side:
-                flags = flag
+                flags = flag | cv2.IMREAD_IGNORE_ORIENTATION  # as IMREAD_UNCHANGED: no EXIF rotation
                 break
     if size and size[0] * size[1] > _CV_MAX_PIXELS:  # OpenCV would refuse it with an assertion
         raise ImageReadError(f"image too large to decode: {size[0]} x {size[1]} pixels (OpenCV's limit is "
