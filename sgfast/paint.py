@@ -132,8 +132,9 @@ def load_models(mode="sg", actor=None, renderer=None, segmenter=None, expert=Non
 
 # --------------------------------------------------------------------------- inputs
 
-# Images are reduced to at most this side when read (callers that know their sizes pass a limit): a
-# huge photo is never held as float, and everything is resized to a canvas of at most D * 128 px.
+# Sides longer than this are area-reduced when an image is read, so a huge photo is never held as
+# float. paint() passes twice the largest size it resizes to; this default (for callers that pass
+# none, e.g. the optimisation painter) is more than any canvas here.
 DEFAULT_MAX_SIDE = 2048
 
 
@@ -371,7 +372,8 @@ def paint(images, mode="sg", steps=None, actor=None, renderer=None, segmenter=No
     mask is given). instances: per-image lists of instance masks (Eq. 16). frames: "step",
     "stroke" or "none" (progress frames kept in the results). steps defaults to the agent's episode.
     method "optimize": no agent; `strokes` strokes optimised by Adam (`iters`, `lr`, focus weight `nu`),
-    see sgfast/optimize_painter.py.
+    see sgfast/optimize_painter.py. divide D > 1: grid refinement, the painting is D x the canvas
+    (sgfast/divide_painter.py).
     """
     if method == "optimize" and divide != 1:
         raise PaintError(f"divide applies to method 'agent' (got divide={divide} with method 'optimize')")
