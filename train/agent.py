@@ -8,6 +8,7 @@ TensorBoard logs in <out>/tb, and with --export an fp16 actor for painting. See 
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import signal
@@ -19,6 +20,17 @@ import torch
 
 from sgfast.agent import distributed
 from sgfast.agent.config import CONFIGS, get_config
+
+def floats(text):
+    """'3e-4,1e-4,3e-5' -> (3e-4, 1e-4, 3e-5) (a per-phase learning-rate schedule)."""
+    try:
+        out = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not out or any(v < 0 for v in out):
+        raise argparse.ArgumentTypeError(f"expected non-negative numbers, got {text!r}")
+    return out
+
 
 # Command-line overrides of AgentConfig fields: (flag, field, type).
 OVERRIDES = [
@@ -32,6 +44,8 @@ OVERRIDES = [
     ("--discount", "discount", float, "discount per step"),
     ("--tau", "tau", float, "soft target-update rate (actor, critic, discriminators)"),
     ("--noise", "noise", float, "exploration noise: per-env sigma ~ U(0, noise) (baseline: 0)"),
+    ("--action-reg", "action_reg", float, "penalty on the actor's squared pre-sigmoid outputs, keeps actions out "
+     "of saturation (0 = the baseline's actor loss)"),
     ("--eta", "eta", float, "weight of the foreground reward r_fg (sg mode)"),
     ("--nu", "nu", float, "weight of the focus reward r_focus (sg mode)"),
     ("--focus-norm", "focus_norm", str, "normalisation of the focus distance L_G (sg mode): sum (divide by "
@@ -39,6 +53,8 @@ OVERRIDES = [
     ("--strokes-bg", "strokes_bg", int, "background strokes per step (sg mode); baseline mode paints bg+fg plain strokes"),
     ("--strokes-fg", "strokes_fg", int, "foreground strokes per step (sg mode)"),
     ("--lr-disc", "lr_disc", float, "discriminator learning rate"),
+    ("--lr-actor", "lr_actor", floats, "actor learning rate per phase, comma-separated (paper: 1e-3,3e-4,1e-4)"),
+    ("--lr-critic", "lr_critic", floats, "critic learning rate per phase, comma-separated (paper: 3e-4,1e-4,3e-5)"),
     ("--validate-interval", "validate_interval", int, "episodes between validations"),
     ("--validate-episodes", "validate_episodes", int, "validation episodes of env-batch held-out images"),
     ("--log-interval", "log_interval", int, "updates between TensorBoard scalar writes"),
@@ -74,6 +90,9 @@ def configure(parser):
     parser.add_argument("--validate-only", action="store_true",
                         help="load <out>/checkpoint.pt, run --validate-episodes validation episodes, print the "
                              "figures and exit (no training)")
+    parser.add_argument("--export-best", default=None,
+                        help="write fp16 actor weights here (and <out>/best.pt, a full checkpoint) whenever the "
+                             "validation L2 is the lowest of the run so far")
     parser.add_argument("--export", default=None,
                         help="also write fp16 actor weights here at every checkpoint and at the end")
     parser.add_argument("--seed", type=int, default=1234, help="random seed; a CPU run is repeatable (default: %(default)s)")
@@ -105,6 +124,8 @@ def build_config(args):
     if cfg.focus_norm not in FOCUS_NORMS:
         raise SystemExit(f"sgfast train-agent: --focus-norm must be one of {', '.join(FOCUS_NORMS)}, "
                          f"got {cfg.focus_norm!r}")
+    if cfg.action_reg < 0:
+        raise SystemExit(f"sgfast train-agent: --action-reg must be >= 0, got {cfg.action_reg}")
     if not 0 <= cfg.tau <= 1 or not 0 <= cfg.discount <= 1:
         raise SystemExit("sgfast train-agent: --tau and --discount must lie in [0, 1]")
     return cfg
@@ -189,6 +210,7 @@ class Trainer:
         self.step = self.episode = self.updates = 0
         self.steps_this_run = 0
         self.last_validation = {}
+        self.best_validation = {}  # the validation figures of the best export so far (--export-best)
         self.out = args.out
         self.ckpt_path = os.path.join(self.out, "checkpoint.pt")
         if args.resume or getattr(args, "validate_only", False):
@@ -205,7 +227,7 @@ class Trainer:
                 "agent": self.agent.state_dict(),
                 "counters": {"step": self.step, "episode": self.episode, "updates": self.updates},
                 "rng": {"torch": torch.get_rng_state(), "gen": self.gen.get_state()},
-                "validation": dict(self.last_validation)}
+                "validation": dict(self.last_validation), "best_validation": dict(self.best_validation)}
 
     def save_checkpoint(self):
         from sgfast.io import save_checkpoint
@@ -216,11 +238,23 @@ class Trainer:
         if self.args.export:
             self.export(self.args.export)
 
-    def export(self, path):
+    def keep_best(self, v: dict):
+        """--export-best: export when this validation's L2 is the run's lowest so far."""
+        from sgfast.io import save_checkpoint
+
+        best = self.best_validation.get("val/l2")
+        if self.rank != 0 or not self.args.export_best or (best is not None and v["val/l2"] >= best):
+            return
+        self.best_validation = dict(v, episode=self.episode, step=self.step)
+        self.export(self.args.export_best, v)
+        save_checkpoint(os.path.join(self.out, "best.pt"), self.checkpoint_state())
+
+    def export(self, path, validation=None):
         from sgfast.agent.export import save_actor
 
+        v = self.last_validation if validation is None else validation
         save_actor(path, self.agent.actor, self.cfg, self.mode,
-                   {"episode": self.episode, "step": self.step, "validation": dict(self.last_validation)})
+                   {"episode": self.episode, "step": self.step, "validation": dict(v)})
 
     def load_checkpoint(self):
         from sgfast.io import load_checkpoint
@@ -245,6 +279,7 @@ class Trainer:
         if self.rank:  # rank 0's RNG state was saved: decorrelate the other ranks' environments
             self.gen.manual_seed(self.args.seed + 7919 * self.rank + self.episode)
         self.last_validation = dict(state.get("validation", {}))
+        self.best_validation = dict(state.get("best_validation", {}))
 
     # -- validation -------------------------------------------------------------------------
     @torch.no_grad()
@@ -299,6 +334,7 @@ class Trainer:
                         bar.write(f"episode {self.episode} step {self.step}: val L2 {v['val/l2']:.5f} "
                                   f"fg L2 {v['val/fg_l2']:.5f} (empty {v['val/l2_empty_canvas']:.5f}, "
                                   f"mean fill {v['val/l2_mean_fill']:.5f})")
+                    self.keep_best(v)
                 if self.episode % cfg.checkpoint_interval == 0:
                     self.save_checkpoint()
                 rate = (self.updates - updates0) / max(time.perf_counter() - t0, 1e-9)

@@ -99,9 +99,12 @@ class DDPG:
         # Actor: maximise Q(s, pi(s)) + r(s, pi(s)); the critic is frozen for this backward.
         self.critic.requires_grad_(False)
         try:
-            action = self.actor(actor_input(canvas0, targets, step.float() / cfg.max_step, self.coords, self.mode))
+            logits = self.actor.logits(actor_input(canvas0, targets, step.float() / cfg.max_step, self.coords, self.mode))
+            action = torch.sigmoid(logits)
             pre_value, _, _ = self.evaluate(canvas0, action, targets, step)
             actor_loss = -pre_value.mean()
+            if cfg.action_reg > 0:  # keeps the sigmoid out of saturation (see AgentConfig.action_reg)
+                actor_loss = actor_loss + cfg.action_reg * logits.pow(2).sum(1).mean()
             self.opt_actor.zero_grad(set_to_none=True)
             actor_loss.backward()
         finally:
@@ -112,7 +115,15 @@ class DDPG:
 
         soft_update(self.actor_target, self.actor, cfg.tau)
         soft_update(self.critic_target, self.critic, cfg.tau)
-        stats.update(critic_loss=critic_loss.detach(), actor_loss=actor_loss.detach(), q=q.detach().mean())
+        stats.update(critic_loss=critic_loss.detach(), actor_loss=actor_loss.detach(), q=q.detach().mean(),
+                     actor_logit_rms=logits.detach().pow(2).mean().sqrt())
+        # Share of the actor's outputs pinned at a bound (sigmoid saturated: no gradient comes back).
+        pinned = ((action > 0.99) | (action < 0.01)).detach().float().view(action.shape[0], -1, 13)
+        nb = cfg.strokes_bg if self.mode == "sg" else 0
+        if nb:
+            stats["action_pinned_bg"] = pinned[:, :nb].mean()
+        if pinned.shape[1] > nb:
+            stats["action_pinned_fg" if nb else "action_pinned"] = pinned[:, nb:].mean()
         for name, v in terms.items():
             stats[name] = v.detach().mean()
         self.last_shapes = {"q": tuple(q.shape), "value": tuple(cur_value.shape), "target": tuple(y.shape),

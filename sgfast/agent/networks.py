@@ -85,6 +85,10 @@ class Actor(nn.Module):
         self.strokes = strokes
         self.net = ResNet(in_channels, strokes * 13, width, blocks, norm=True)
 
+    def logits(self, x):
+        """The pre-sigmoid outputs (what an action regulariser acts on)."""
+        return self.net(x)
+
     def forward(self, x):
         return torch.sigmoid(self.net(x))
 

@@ -1,0 +1,89 @@
+"""Training options of the agent: the actor's logit penalty (--action-reg) and --export-best.
+Smoke config, eager ops, a random renderer, 1 thread."""
+import argparse
+import copy
+
+import pytest
+import torch
+
+import sgfast.reference
+
+NEEDED = ("composite", "aligned_crop", "focus_reward")
+pytestmark = pytest.mark.skipif(not all(hasattr(sgfast.reference, f) for f in NEEDED),
+                                reason="sgfast.reference lacks the agent's ops")
+
+BASE = ["--config", "smoke", "--ops", "eager", "--renderer", "random", "--threads", "1", "--no-progress",
+        "--synthetic-images", "12", "--no-tensorboard"]
+
+
+def _trainer(tmp_path, *extra):
+    from train import agent
+
+    parser = argparse.ArgumentParser()
+    agent.configure(parser)
+    return agent.Trainer(parser.parse_args(BASE + ["--out", str(tmp_path)] + list(extra)))
+
+
+def _actor_logits(tr, batch):
+    """The logits the update's actor step sees (train-mode BN, on a copy: running stats untouched)."""
+    from sgfast.agent.env import actor_input
+
+    targets = tr.data.batch(batch["ids"], batch["flip"])
+    canvas0 = batch["canvas0"].float() / 255
+    x = actor_input(canvas0, targets, batch["step"].float() / tr.cfg.max_step, tr.agent.coords, tr.mode)
+    with torch.no_grad():
+        return copy.deepcopy(tr.agent.actor).train().logits(x)
+
+
+@pytest.mark.parametrize("mode", ["sg", "baseline"])
+def test_action_reg_adds_the_logit_penalty_to_the_actor_loss(tmp_path, mode):
+    reg = 0.5
+    plain = _trainer(tmp_path / "plain", "--mode", mode)
+    penal = _trainer(tmp_path / "reg", "--mode", mode, "--action-reg", str(reg))
+    stats = {}
+    for name, tr in (("plain", plain), ("reg", penal)):
+        tr.run_episode()
+        batch = tr.replay.sample(tr.cfg.batch_size, tr.gen)
+        logits = _actor_logits(tr, batch)
+        stats[name] = tr.agent.update(batch)
+    # Same seed, same batch: the runs differ only by the penalty term of the actor loss.
+    want = reg * logits.pow(2).sum(1).mean()
+    got = stats["reg"]["actor_loss"] - stats["plain"]["actor_loss"]
+    assert torch.allclose(got, want, rtol=1e-4, atol=1e-6)
+    assert torch.allclose(stats["reg"]["actor_logit_rms"], logits.pow(2).mean().sqrt(), rtol=1e-4)
+
+
+def test_action_reg_pulls_saturated_logits_back(tmp_path):
+    """Logits that start far out in the sigmoid's tails (every action ~0.998, pinned) come back
+    faster with the penalty than with the plain actor loss, on the same batches."""
+    sizes = {}
+    for reg in ("0", "10"):
+        tr = _trainer(tmp_path / reg, "--mode", "sg", "--action-reg", reg)
+        with torch.no_grad():
+            tr.agent.actor.net.fc.bias.fill_(6.0)
+        tr.run_episode()
+        batch = tr.replay.sample(tr.cfg.batch_size, tr.gen)
+        for _ in range(5):
+            tr.agent.update(batch)
+        sizes[reg] = _actor_logits(tr, batch).abs().mean()
+    assert sizes["10"] < sizes["0"] - 0.01
+
+
+def test_export_best_keeps_the_lowest_validation(tmp_path):
+    from sgfast.agent.export import load_actor
+    from sgfast.io import load_checkpoint
+
+    best = tmp_path / "best_actor.pt"
+    tr = _trainer(tmp_path, "--mode", "sg", "--export-best", str(best))
+    figures = {"val/fg_l2": 0.1, "val/l2_empty_canvas": 0.3, "val/l2_mean_fill": 0.02}
+    for episode, l2 in ((1, 0.05), (2, 0.08), (3, 0.03), (4, 0.04)):
+        tr.episode = episode
+        with torch.no_grad():  # a different actor each time, to tell the exports apart
+            tr.agent.actor.net.fc.bias.fill_(float(episode))
+        tr.keep_best(dict(figures, **{"val/l2": l2}))
+    _, meta = load_actor(best)
+    assert meta["episode"] == 3 and meta["validation"]["val/l2"] == 0.03
+    assert tr.best_validation["val/l2"] == 0.03 and tr.best_validation["episode"] == 3
+    ckpt = load_checkpoint(tmp_path / "best.pt")
+    assert ckpt["counters"]["episode"] == 3
+    assert torch.all(ckpt["agent"]["actor"]["net.fc.bias"] == 3.0)
