@@ -65,6 +65,30 @@ def test_input_scale_folds_sub_pixels_into_channels():
     assert prob.shape == (2, 1, 50, 50) and box.shape == (2, 4)
 
 
+def test_thin_top_uses_one_conv_at_full_resolution_and_roundtrips(tmp_path):
+    """thin_top: the first down block and the last up block have one conv (the others two); the
+    flag travels in the weights' meta, and files without it (older ones) load as thin_top=False."""
+    cfg = SegmenterConfig(size=32, widths=(8, 12, 16), thin_top=True)
+    m = Segmenter(cfg).eval()
+    convs = lambda block: sum(isinstance(l, torch.nn.Conv2d) for l in block)
+    assert [convs(b) for b in m.down] == [1, 2, 2] and [convs(b) for b in m.up] == [2, 1]
+    assert m(torch.rand(1, 3, 32, 32))["mask_logits"].shape == (1, 1, 32, 32)
+    w = tmp_path / "thin.pt"
+    save_weights_fp16(w, m.state_dict(), {"kind": "segmenter", "config": cfg.to_dict()})
+    assert load_segmenter(w)[0].config == cfg
+    old = {k: v for k, v in cfg.to_dict().items() if k != "thin_top"}
+    assert SegmenterConfig.from_dict(old).thin_top is False
+    # Weights whose config does not describe them (thin weights, config without the flag), and a
+    # config from a newer version, fail with a message naming the file / the field.
+    save_weights_fp16(tmp_path / "mismatch.pt", m.state_dict(), {"kind": "segmenter", "config": old})
+    with pytest.raises(ValueError, match="mismatch.pt.*do not match"):
+        load_segmenter(tmp_path / "mismatch.pt")
+    save_weights_fp16(tmp_path / "newer.pt", m.state_dict(),
+                      {"kind": "segmenter", "config": {**cfg.to_dict(), "attention": 2}})
+    with pytest.raises(ValueError, match="unknown fields.*attention"):
+        load_segmenter(tmp_path / "newer.pt")
+
+
 def test_bad_inputs_are_named():
     m = Segmenter(SMALL)
     with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
@@ -191,6 +215,13 @@ def test_cli_input_scale(birds, tmp_path):
     model, meta = load_segmenter(w)
     assert model.config.input_scale == 2 and model.config.input_size == 32
     assert 0 <= meta["test_metrics"]["mask_iou"] <= 1
+
+
+def test_cli_thin_top(birds, tmp_path):
+    w = tmp_path / "thin.pt"
+    assert _cli(birds, tmp_path / "d", "--thin-top", "--steps", "2", "--export", str(w)) == 0
+    model, meta = load_segmenter(w)
+    assert model.config.thin_top and meta["config"]["thin_top"] is True
 
 
 def test_cli_errors(birds, tmp_path):

@@ -31,6 +31,9 @@ def configure(parser):
                              "(masks stay at SIZE; default 1)")
     parser.add_argument("--widths", default="16,32,48,64,96",
                         help="U-Net channels per level (default 16,32,48,64,96)")
+    parser.add_argument("--thin-top", action="store_true",
+                        help="one conv instead of two in the full-resolution level's blocks "
+                             "(cheaper at --size 128)")
 
 
 def flip_batch(images, masks, boxes, flip):
@@ -87,7 +90,10 @@ def run(args):
     rpath = common.resume_path(args)
     if rpath:
         ckpt = common.load_training_state(rpath, "segmenter")
-        config = SegmenterConfig.from_dict(ckpt["config"])
+        try:
+            config = SegmenterConfig.from_dict(ckpt["config"])
+        except ValueError as exc:
+            raise SystemExit(f"sgfast: {rpath}: {exc}") from exc
     else:
         try:
             widths = tuple(int(w) for w in args.widths.split(","))
@@ -95,7 +101,8 @@ def run(args):
             raise SystemExit(f"sgfast: --widths must be comma-separated integers, got {args.widths!r}")
         if args.input_scale < 1:
             raise SystemExit(f"sgfast: --input-scale must be >= 1, got {args.input_scale}")
-        config = SegmenterConfig(size=args.size, widths=widths, input_scale=args.input_scale)
+        config = SegmenterConfig(size=args.size, widths=widths, input_scale=args.input_scale,
+                                 thin_top=args.thin_top)
     stride = 2 ** (len(config.widths) - 1)
     if config.size % stride:
         raise SystemExit(f"sgfast: --size {config.size} must be divisible by {stride} "
@@ -110,6 +117,9 @@ def run(args):
     batch_size = min(args.batch_size, n)
 
     model = Segmenter(config).to(device)
+    # NHWC convolutions are ~1.5x faster than NCHW on CPU (oneDNN) for these small widths.
+    memory_format = torch.channels_last if device.type == "cpu" else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     order = common.BatchOrder(n, batch_size, args.seed)
     step = 0
@@ -145,7 +155,7 @@ def run(args):
             m = common.to_float(train["masks"][idx])
             b = train["boxes"][idx]
             x, m, b = flip_batch(x, m, b, torch.rand(len(idx)) < 0.5)
-            x, m, b = x.to(device), m.to(device), b.to(device)
+            x, m, b = x.to(device).contiguous(memory_format=memory_format), m.to(device), b.to(device)
             lr = common.cosine_lr(step, total, peak_lr)
             for g in opt.param_groups:
                 g["lr"] = lr

@@ -30,6 +30,10 @@ class SegmenterConfig:
     # input_scale^2 pixels (pixel_unshuffle): the mask stays at `size`, but each output pixel
     # sees its sub-pixels, which tells how much of it the bird covers (most errors are there).
     input_scale: int = 1
+    # The full-resolution level's blocks (first down, last up) use one 3x3 conv instead of two.
+    # At a 128-px input that level costs more than all the coarser ones together, and its job is
+    # only to place the outline on the pixel grid (the coarser levels decide what is a bird).
+    thin_top: bool = False
 
     @property
     def input_size(self):
@@ -45,7 +49,15 @@ class SegmenterConfig:
         d = dict(d)
         if "widths" in d:
             d["widths"] = tuple(int(w) for w in d["widths"])
-        known = {k: d[k] for k in ("size", "widths", "input_scale") if k in d}
+        fields = ("size", "widths", "input_scale", "thin_top")
+        unknown = sorted(set(d) - set(fields))
+        if unknown:
+            # A file written by a newer sgfast: building without these would be a different net.
+            raise ValueError(f"segmenter config has unknown fields {unknown} (written by a newer "
+                             f"sgfast?); this version knows {list(fields)}")
+        known = {k: d[k] for k in fields if k in d}
+        if "thin_top" in known:
+            known["thin_top"] = bool(known["thin_top"])
         return cls(**known)
 
 
@@ -55,7 +67,9 @@ def _norm(c):
     return nn.GroupNorm(math.gcd(c, 4), c)
 
 
-def _block(cin, cout):
+def _block(cin, cout, thin=False):
+    if thin:
+        return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), _norm(cout), nn.ReLU())
     return nn.Sequential(
         nn.Conv2d(cin, cout, 3, padding=1, bias=False), _norm(cout), nn.ReLU(),
         nn.Conv2d(cout, cout, 3, padding=1, bias=False), _norm(cout), nn.ReLU(),
@@ -87,12 +101,13 @@ class Segmenter(nn.Module):
             raise ValueError(f"SegmenterConfig.input_scale must be >= 1, got {self.config.input_scale}")
         self.down = nn.ModuleList()
         cin = 3 * self.config.input_scale ** 2
-        for w in widths:
-            self.down.append(_block(cin, w))
+        thin = self.config.thin_top
+        for i, w in enumerate(widths):
+            self.down.append(_block(cin, w, thin and i == 0))
             cin = w
         self.up = nn.ModuleList()
-        for w_skip in reversed(widths[:-1]):
-            self.up.append(_block(cin + w_skip, w_skip))
+        for i, w_skip in enumerate(reversed(widths[:-1])):
+            self.up.append(_block(cin + w_skip, w_skip, thin and i == len(widths) - 2))
             cin = w_skip
         self.mask_head = nn.Conv2d(cin, 1, 1)
         # Start from the foreground prior (birds cover ~10 % of the image), not from p = 0.5.
@@ -228,7 +243,11 @@ def load_segmenter(path, map_location="cpu"):
         sd, meta = load_weights(path, map_location)
     if meta.get("kind") != "segmenter":
         raise ValueError(f"{path} is not a segmenter weights file (kind={meta.get('kind')!r})")
-    model = Segmenter(SegmenterConfig.from_dict(meta.get("config", {})))
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
+    try:
+        model = Segmenter(SegmenterConfig.from_dict(meta.get("config", {})))
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
+    except (ValueError, TypeError, RuntimeError) as exc:
+        raise ValueError(f"{path}: the segmenter weights do not match their config "
+                         f"{meta.get('config')}: {exc}") from exc
     model.eval()
     return model, meta
