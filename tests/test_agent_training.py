@@ -35,11 +35,11 @@ def _actor_logits(tr, batch):
         return copy.deepcopy(tr.agent.actor).train().logits(x)
 
 
-@pytest.mark.parametrize("mode", ["sg", "baseline"])
-def test_action_reg_adds_the_logit_penalty_to_the_actor_loss(tmp_path, mode):
+@pytest.mark.parametrize("mode,margin", [("sg", 0.0), ("baseline", 0.0), ("sg", 0.3)])
+def test_action_reg_adds_the_logit_penalty_to_the_actor_loss(tmp_path, mode, margin):
     reg = 0.5
     plain = _trainer(tmp_path / "plain", "--mode", mode)
-    penal = _trainer(tmp_path / "reg", "--mode", mode, "--action-reg", str(reg))
+    penal = _trainer(tmp_path / "reg", "--mode", mode, "--action-reg", str(reg), "--action-reg-margin", str(margin))
     stats = {}
     for name, tr in (("plain", plain), ("reg", penal)):
         tr.run_episode()
@@ -47,7 +47,9 @@ def test_action_reg_adds_the_logit_penalty_to_the_actor_loss(tmp_path, mode):
         logits = _actor_logits(tr, batch)
         stats[name] = tr.agent.update(batch)
     # Same seed, same batch: the runs differ only by the penalty term of the actor loss.
-    want = reg * logits.pow(2).sum(1).mean()
+    beyond = (logits.abs() - margin).clamp(min=0)  # the margin's part of every logit is free
+    assert margin == 0 or bool((beyond == 0).any() and (beyond > 0).any())
+    want = reg * beyond.pow(2).sum(1).mean()
     got = stats["reg"]["actor_loss"] - stats["plain"]["actor_loss"]
     assert torch.allclose(got, want, rtol=1e-4, atol=1e-6)
     assert torch.allclose(stats["reg"]["actor_logit_rms"], logits.pow(2).mean().sqrt(), rtol=1e-4)

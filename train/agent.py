@@ -44,8 +44,10 @@ OVERRIDES = [
     ("--discount", "discount", float, "discount per step"),
     ("--tau", "tau", float, "soft target-update rate (actor, critic, discriminators)"),
     ("--noise", "noise", float, "exploration noise: per-env sigma ~ U(0, noise) (baseline: 0)"),
-    ("--action-reg", "action_reg", float, "penalty on the actor's squared pre-sigmoid outputs, keeps actions out "
-     "of saturation (0 = the baseline's actor loss)"),
+    ("--action-reg", "action_reg", float, "weight of a penalty on the actor's squared pre-sigmoid outputs, keeps "
+     "actions out of saturation (0 = the baseline's actor loss)"),
+    ("--action-reg-margin", "action_reg_margin", float, "penalise only |logit| beyond this (3: actions outside "
+     "[0.047, 0.953]); 0 penalises every logit, which also pulls strokes towards the centre"),
     ("--eta", "eta", float, "weight of the foreground reward r_fg (sg mode)"),
     ("--nu", "nu", float, "weight of the focus reward r_focus (sg mode)"),
     ("--focus-norm", "focus_norm", str, "normalisation of the focus distance L_G (sg mode): sum (divide by "
@@ -124,8 +126,9 @@ def build_config(args):
     if cfg.focus_norm not in FOCUS_NORMS:
         raise SystemExit(f"sgfast train-agent: --focus-norm must be one of {', '.join(FOCUS_NORMS)}, "
                          f"got {cfg.focus_norm!r}")
-    if cfg.action_reg < 0:
-        raise SystemExit(f"sgfast train-agent: --action-reg must be >= 0, got {cfg.action_reg}")
+    if cfg.action_reg < 0 or cfg.action_reg_margin < 0:
+        raise SystemExit(f"sgfast train-agent: --action-reg and --action-reg-margin must be >= 0, got "
+                         f"{cfg.action_reg}, {cfg.action_reg_margin}")
     if not 0 <= cfg.tau <= 1 or not 0 <= cfg.discount <= 1:
         raise SystemExit("sgfast train-agent: --tau and --discount must lie in [0, 1]")
     return cfg

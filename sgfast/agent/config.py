@@ -30,11 +30,15 @@ class AgentConfig:
     discount: float = 0.95 ** 5
     tau: float = 0.001
     noise: float = 0.0  # baseline default: no exploration noise
-    # Penalty action_reg * sum(logit^2) on the actor's pre-sigmoid outputs (0 = the baseline's loss).
+    # Penalty action_reg * sum(relu(|logit| - action_reg_margin)^2) on the actor's pre-sigmoid outputs
+    # (action_reg 0 = the baseline's loss).
     # Adam moves the last layer by ~lr per update whatever the gradient's size, so a consistent early
     # push (the discriminators say "more paint") pins outputs at 0 or 1 within ~100 updates, where
     # the sigmoid passes back no gradient; the penalty keeps them where the reward can still move them.
+    # With action_reg_margin m only the part of |logit| beyond m is penalised: a plain L2 (m = 0) also
+    # pulls stroke coordinates towards the canvas centre and left the borders unpainted.
     action_reg: float = 0.0
+    action_reg_margin: float = 0.0
     # Learning-rate schedule: (critic, actor) per phase, phase boundaries in batched env steps.
     lr_critic: tuple = (3e-4, 1e-4, 3e-5)
     lr_actor: tuple = (1e-3, 3e-4, 1e-4)

@@ -20,6 +20,13 @@ from sgfast.agent.networks import Actor, Critic
 from sgfast.agent.rewards import RewardModel, frozen_copy, soft_update
 
 
+def action_penalty(logits, margin=0.0):
+    """sum over the action of relu(|logit| - margin)^2, batch mean: zero while every output lies in
+    [sigmoid(-margin), sigmoid(margin)] (margin 3: [0.047, 0.953]), so it pulls nothing towards the
+    canvas centre there, and grows quadratically in the sigmoid's flat tails."""
+    return torch.relu(logits.abs() - margin).pow(2).sum(1).mean()
+
+
 class DDPG:
     def __init__(self, cfg, mode, painter, ops, data, device):
         self.cfg, self.mode, self.painter, self.ops, self.data = cfg, mode, painter, ops, data
@@ -104,7 +111,7 @@ class DDPG:
             pre_value, _, _ = self.evaluate(canvas0, action, targets, step)
             actor_loss = -pre_value.mean()
             if cfg.action_reg > 0:  # keeps the sigmoid out of saturation (see AgentConfig.action_reg)
-                actor_loss = actor_loss + cfg.action_reg * logits.pow(2).sum(1).mean()
+                actor_loss = actor_loss + cfg.action_reg * action_penalty(logits, cfg.action_reg_margin)
             self.opt_actor.zero_grad(set_to_none=True)
             actor_loss.backward()
         finally:
