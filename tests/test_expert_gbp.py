@@ -183,6 +183,46 @@ def test_expert_cli_trains_exports_and_resumes(birds, tmp_path):
         cli(tmp_path / "e", "--steps", "1", "--init", str(tmp_path / "seg.pt"))
 
 
+def test_gaussian_blur_matches_a_2d_convolution():
+    """Per-image separable blur against a direct 2-D convolution with the outer-product kernel
+    (replicate padding); sigma 0 leaves the image unchanged."""
+    import math
+
+    from train.expert import gaussian_blur
+    torch.manual_seed(3)
+    x = torch.rand(3, 3, 12, 10, dtype=torch.float64)
+    sigma = torch.tensor([0.0, 0.7, 1.3], dtype=torch.float64)
+    y = gaussian_blur(x, sigma)
+    r = math.ceil(3 * 1.3)
+    t = torch.arange(-r, r + 1, dtype=torch.float64)
+    torch.testing.assert_close(y[0], x[0])
+    for i in (1, 2):
+        k1 = torch.exp(-0.5 * (t / sigma[i]) ** 2)
+        k2 = torch.outer(k1, k1) / k1.sum() ** 2
+        ref = torch.nn.functional.conv2d(
+            torch.nn.functional.pad(x[i:i + 1], (r, r, r, r), mode="replicate").transpose(0, 1),
+            k2.view(1, 1, *k2.shape)).transpose(0, 1)
+        torch.testing.assert_close(y[i:i + 1], ref)
+    assert gaussian_blur(x, torch.zeros(3, dtype=torch.float64)) is x
+
+
+def test_expert_cli_blur_is_recorded_and_checked(birds, tmp_path):
+    def cli(out, *extra):
+        return main(["train-expert", birds, "--image-size", "32", "--crop", "16", "--widths", "8,12",
+                     "--batch-size", "4", "--out", str(out), "--no-progress", "--gbp-images", "0",
+                     *extra])
+
+    w = tmp_path / "blur.pt"
+    assert cli(tmp_path / "a", "--steps", "2", "--blur", "0.5", "--blur-sigma", "0.5,1",
+               "--export", str(w)) == 0
+    _, meta = load_expert(w)
+    assert meta["blur"] == 0.5 and meta["blur_sigma"] == [0.5, 1.0]
+    with pytest.raises(SystemExit, match="--blur must"):
+        cli(tmp_path / "b", "--steps", "1", "--blur", "1.5")
+    with pytest.raises(SystemExit, match="--blur-sigma"):
+        cli(tmp_path / "b", "--steps", "1", "--blur-sigma", "2,1")
+
+
 def _shipped_concentration(tmp_path):
     from sgfast.data.synthetic_birds import write_birds_dataset
     from train.semantic_common import load_split

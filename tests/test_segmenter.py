@@ -89,6 +89,29 @@ def test_thin_top_uses_one_conv_at_full_resolution_and_roundtrips(tmp_path):
         load_segmenter(tmp_path / "newer.pt")
 
 
+def test_box_level_reads_a_coarser_level_and_upsamples_the_corners():
+    """box_level=1: the box head sees the 16x16 decoder level of a 32-px input; the full-size
+    corners are its per-pixel corners (offsets + that level's pixel centres) upsampled."""
+    from sgfast.models.segmenter import pixel_centres
+    torch.manual_seed(4)
+    cfg = SegmenterConfig(size=32, widths=(8, 12, 16), box_level=1)
+    assert SegmenterConfig.from_dict(cfg.to_dict()) == cfg
+    m = Segmenter(cfg).eval()
+    assert m.box_head[0].in_channels == 12 + 2
+    seen = []
+    h = m.box_head.register_forward_hook(lambda mod, inp, o: seen.append(o))
+    out = m(torch.rand(2, 3, 32, 32))
+    h.remove()
+    assert seen[0].shape == (2, 4, 16, 16) and out["corners"].shape == (2, 4, 32, 32)
+    u, v = pixel_centres(16, 16, "cpu")
+    want = torch.nn.functional.interpolate(seen[0] + torch.cat([u, v, u, v], 1), size=(32, 32),
+                                           mode="bilinear", align_corners=False)
+    torch.testing.assert_close(out["corners"], want)
+    torch.testing.assert_close(out["box"], aggregate_box(want, torch.sigmoid(out["mask_logits"])))
+    with pytest.raises(ValueError, match="box_level"):
+        Segmenter(SegmenterConfig(size=32, widths=(8, 12, 16), box_level=3))
+
+
 def test_bad_inputs_are_named():
     m = Segmenter(SMALL)
     with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
@@ -217,11 +240,31 @@ def test_cli_input_scale(birds, tmp_path):
     assert 0 <= meta["test_metrics"]["mask_iou"] <= 1
 
 
-def test_cli_thin_top(birds, tmp_path):
+def test_cli_thin_top_and_box_level(birds, tmp_path):
     w = tmp_path / "thin.pt"
-    assert _cli(birds, tmp_path / "d", "--thin-top", "--steps", "2", "--export", str(w)) == 0
+    assert _cli(birds, tmp_path / "d", "--thin-top", "--box-level", "1", "--steps", "2",
+                "--export", str(w)) == 0
     model, meta = load_segmenter(w)
     assert model.config.thin_top and meta["config"]["thin_top"] is True
+    assert model.config.box_level == 1 and meta["config"]["box_level"] == 1
+
+
+def test_cli_init_starts_from_weights_at_a_new_size(birds, tmp_path):
+    """--init W --size S: W's widths and options, the new size, and W's weights as the start
+    (one step at a negligible learning rate leaves them in place)."""
+    w = tmp_path / "w16.pt"
+    assert _cli(birds, tmp_path / "e", "--size", "16", "--thin-top", "--steps", "2",
+                "--export", str(w)) == 0
+    assert _cli(birds, tmp_path / "f", "--size", "32", "--widths", "5,5", "--init", str(w),
+                "--steps", "1", "--lr", "1e-12", "--export", str(tmp_path / "w32.pt")) == 0
+    start, _ = load_segmenter(w)
+    tuned, meta = load_segmenter(tmp_path / "w32.pt")
+    assert tuned.config == SegmenterConfig(size=32, widths=(8, 12, 16), thin_top=True)
+    assert meta["init"] == str(w)
+    for k, v in start.state_dict().items():
+        torch.testing.assert_close(tuned.state_dict()[k], v, atol=1e-3, rtol=0, msg=k)
+    with pytest.raises(SystemExit, match="--init"):
+        _cli(birds, tmp_path / "g", "--steps", "1", "--init", str(tmp_path / "missing.pt"))
 
 
 def test_cli_errors(birds, tmp_path):
@@ -231,6 +274,8 @@ def test_cli_errors(birds, tmp_path):
         _cli(birds, tmp_path, "--size", "30", "--steps", "1")
     with pytest.raises(SystemExit, match="input-scale"):
         _cli(birds, tmp_path, "--input-scale", "0", "--steps", "1")
+    with pytest.raises(SystemExit, match="box-level"):
+        _cli(birds, tmp_path, "--box-level", "3", "--steps", "1")
     with pytest.raises(SystemExit, match="not a segmenter training checkpoint"):
         save_weights_fp16(tmp_path / "w.pt", {}, {"kind": "segmenter"})
         _cli(birds, tmp_path, "--steps", "1", "--resume", str(tmp_path / "w.pt"))

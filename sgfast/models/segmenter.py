@@ -7,6 +7,10 @@ A small U-Net with two fully convolutional heads:
   from its own centre (trained with Smooth L1 on the true foreground pixels). The image's box is
   the average of those per-pixel boxes weighted by the predicted foreground probability.
 
+With `box_level` > 0 the box head reads a coarser decoder level and its corners are upsampled,
+leaving the full-resolution features to the mask (`thin_top` makes that level one conv deep; both
+are recorded in the weights' config, and files without them load as the original network).
+
 The box head is dense rather than a global regressor on pooled features because the dense form is
 translation equivariant: a 2-pixel error on a bird a tenth of the image wide already costs 0.2 of
 box IoU, and pooled features lose exactly that positional precision. The paper only says "separate
@@ -34,6 +38,10 @@ class SegmenterConfig:
     # At a 128-px input that level costs more than all the coarser ones together, and its job is
     # only to place the outline on the pixel grid (the coarser levels decide what is a bird).
     thin_top: bool = False
+    # The box head reads the decoder's features this many levels below the full resolution and
+    # its per-pixel corners are upsampled (bilinear; they vary smoothly). 0 = full resolution.
+    # Above 0 the full-resolution features serve the mask alone, which needs them most.
+    box_level: int = 0
 
     @property
     def input_size(self):
@@ -49,7 +57,7 @@ class SegmenterConfig:
         d = dict(d)
         if "widths" in d:
             d["widths"] = tuple(int(w) for w in d["widths"])
-        fields = ("size", "widths", "input_scale", "thin_top")
+        fields = ("size", "widths", "input_scale", "thin_top", "box_level")
         unknown = sorted(set(d) - set(fields))
         if unknown:
             # A file written by a newer sgfast: building without these would be a different net.
@@ -58,6 +66,9 @@ class SegmenterConfig:
         known = {k: d[k] for k in fields if k in d}
         if "thin_top" in known:
             known["thin_top"] = bool(known["thin_top"])
+        for k in ("size", "input_scale", "box_level"):
+            if k in known:
+                known[k] = int(known[k])
         return cls(**known)
 
 
@@ -109,11 +120,15 @@ class Segmenter(nn.Module):
         for i, w_skip in enumerate(reversed(widths[:-1])):
             self.up.append(_block(cin + w_skip, w_skip, thin and i == len(widths) - 2))
             cin = w_skip
+        if not 0 <= self.config.box_level < len(widths):
+            raise ValueError(f"SegmenterConfig.box_level must be in [0, {len(widths) - 1}], "
+                             f"got {self.config.box_level}")
         self.mask_head = nn.Conv2d(cin, 1, 1)
+        cbox = widths[self.config.box_level]  # decoder width at that level
         # Start from the foreground prior (birds cover ~10 % of the image), not from p = 0.5.
         nn.init.constant_(self.mask_head.bias, -2.0)
-        self.box_head = nn.Sequential(nn.Conv2d(cin + 2, cin, 3, padding=1), nn.ReLU(),
-                                      nn.Conv2d(cin, 4, 1))
+        self.box_head = nn.Sequential(nn.Conv2d(cbox + 2, cbox, 3, padding=1), nn.ReLU(),
+                                      nn.Conv2d(cbox, 4, 1))
 
     @property
     def stride(self):
@@ -136,14 +151,22 @@ class Segmenter(nn.Module):
                 f = F.max_pool2d(f, 2)
             f = block(f)
             skips.append(f)
+        level = len(skips) - 1
+        fbox = f if level == self.config.box_level else None
         for block, skip in zip(self.up, reversed(skips[:-1])):
             f = F.interpolate(f, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             f = block(torch.cat([f, skip], 1))
+            level -= 1
+            if level == self.config.box_level:
+                fbox = f
         mask_logits = self.mask_head(f)
-        u, v = pixel_centres(h, w, x.device, f.dtype)
-        coords = torch.cat([u, v], 1).expand(x.shape[0], 2, h, w)
-        offsets = self.box_head(torch.cat([f, coords - 0.5], 1))
+        hb, wb = fbox.shape[-2:]
+        u, v = pixel_centres(hb, wb, x.device, f.dtype)
+        coords = torch.cat([u, v], 1).expand(x.shape[0], 2, hb, wb)
+        offsets = self.box_head(torch.cat([fbox, coords - 0.5], 1))
         corners = offsets + torch.cat([u, v, u, v], 1)
+        if (hb, wb) != (h, w):
+            corners = F.interpolate(corners, size=(h, w), mode="bilinear", align_corners=False)
         box = aggregate_box(corners, torch.sigmoid(mask_logits))
         return {"mask_logits": mask_logits, "corners": corners, "box": box}
 
