@@ -11,6 +11,7 @@
 
 #include <algorithm>
 
+#include "cpu/huge_pages.h"
 #include "kernels/crop.h"
 
 namespace sgfast {
@@ -203,6 +204,7 @@ at::Tensor aligned_crop_cpu(const at::Tensor& x, const at::Tensor& boxes, int64_
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   at::Tensor out = at::empty({B, C, out_h, out_w}, x.options());
   if (out.numel() == 0) return out;
+  advise_huge_pages(out.data_ptr(), out.nbytes());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "aligned_crop_cpu", [&] {
     crop_forward_impl<scalar_t>(xc.data_ptr<scalar_t>(), bc.data_ptr<scalar_t>(),
                                 mc.defined() ? mc.data_ptr<scalar_t>() : nullptr, out.data_ptr<scalar_t>(), B, C,
@@ -220,6 +222,7 @@ at::Tensor aligned_crop_backward_cpu(const at::Tensor& grad_out, const at::Tenso
   at::Tensor gx = at::empty({B, C, in_h, in_w}, grad_out.options());
   if (gx.numel() == 0) return gx;
   if (h == 0 || w == 0) return gx.zero_();
+  advise_huge_pages(gx.data_ptr(), gx.nbytes());
   AT_DISPATCH_FLOATING_TYPES(grad_out.scalar_type(), "aligned_crop_backward_cpu", [&] {
     crop_backward_planes<scalar_t>(gc.data_ptr<scalar_t>(), bc.data_ptr<scalar_t>(),
                                    mc.defined() ? mc.data_ptr<scalar_t>() : nullptr, gx.data_ptr<scalar_t>(), B,

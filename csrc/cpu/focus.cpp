@@ -12,6 +12,7 @@
 
 #include <cmath>
 
+#include "cpu/huge_pages.h"
 #include "kernels/crop.h"
 
 namespace sgfast {
@@ -159,6 +160,7 @@ std::vector<at::Tensor> focus_backward(const at::Tensor& grad_out, const at::Ten
   std::vector<at::Tensor> grads;
   for (size_t k = 0; k < canvases.size(); ++k) grads.push_back(at::empty_like(target, at::MemoryFormat::Contiguous));
   if (target.numel() == 0) return grads;
+  for (at::Tensor& g : grads) advise_huge_pages(g.data_ptr(), g.nbytes());
   const at::Tensor I = target.contiguous(), G = gbp.contiguous(), bx = boxes.contiguous(), go = grad_out.contiguous();
   AT_DISPATCH_FLOATING_TYPES(target.scalar_type(), "focus_backward_cpu", [&] {
     using T = scalar_t;

@@ -17,11 +17,8 @@
 #include <string>
 #include <vector>
 
-#ifdef __linux__
-#include <sys/mman.h>
-#endif
-
 #include "checks.h"
+#include "cpu/huge_pages.h"
 #include "kernels/rasterize.h"
 
 namespace sgfast {
@@ -188,22 +185,6 @@ void exact_band(const T* f_in, int size, int ss, int64_t row_begin, int64_t row_
     T* o = out + i * size;
     for (int j = 0; j < size; ++j) o[j] = static_cast<T>(exact_pixel(s, static_cast<int>(i), j, size, ss));
   }
-}
-
-// Large outputs are fresh memory that is written once: first-touch faults on 4 KiB pages cost about a
-// quarter of a 4096-stroke call. Asking for transparent huge pages (where the kernel allows it, e.g.
-// THP "madvise" mode) cuts the faults 512-fold. Only the 2 MiB-aligned interior is advised.
-void advise_huge_pages(void* data, size_t bytes) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr uintptr_t kHuge = uintptr_t(2) << 20;
-  if (bytes < 4 * kHuge) return;
-  const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + kHuge - 1) & ~(kHuge - 1);
-  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + bytes) & ~(kHuge - 1);
-  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);  // a hint: errors ignored
-#else
-  (void)data;
-  (void)bytes;
-#endif
 }
 
 // Finite and in [0, 1]: the kernels index the canvas with these values.
