@@ -113,10 +113,7 @@ at::Tensor crop_backward_cuda_impl(const at::Tensor& grad, const at::Tensor& box
 
 at::Tensor aligned_crop_cuda(const at::Tensor& x, const at::Tensor& boxes, int64_t out_h, int64_t out_w,
                              const c10::optional<at::Tensor>& mask) {
-  check_image(x, "x");
-  check_boxes(boxes, x);
-  check_out_size(out_h, out_w);
-  if (mask.has_value()) check_like(*mask, x, 1, "mask", "[B, 1, H, W]");
+  check_crop_forward(x, boxes, out_h, out_w, mask);
   const c10::cuda::CUDAGuard guard(x.device());
   const at::Tensor xc = x.contiguous(), bc = boxes.contiguous();
   const at::Tensor mc = mask.has_value() ? mask->contiguous() : at::Tensor();

@@ -214,6 +214,15 @@ inline void check_out_size(int64_t out_h, int64_t out_w) {
   SGFAST_CHECK_ARG(out_h >= 1 && out_w >= 1, "size", "expected a crop size >= 1, got (", out_h, ", ", out_w, ")");
 }
 
+// aligned_crop: x [B, C, H, W], boxes [B, 4], crop size >= 1, mask [B, 1, H, W] or none.
+inline void check_crop_forward(const at::Tensor& x, const at::Tensor& boxes, int64_t out_h, int64_t out_w,
+                               const c10::optional<at::Tensor>& mask) {
+  check_image(x, "x");
+  check_boxes(boxes, x);
+  check_out_size(out_h, out_w);
+  if (mask.has_value()) check_like(*mask, x, 1, "mask", "[B, 1, H, W]");
+}
+
 // _aligned_crop_backward: grad_out [B, C, h, w], boxes [B, 4], mask [B, 1, in_h, in_w] or none.
 inline void check_crop_backward(const at::Tensor& grad_out, const at::Tensor& boxes,
                                 const c10::optional<at::Tensor>& mask, int64_t in_h, int64_t in_w) {
