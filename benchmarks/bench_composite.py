@@ -21,6 +21,7 @@ import torch
 import sgfast
 import sgfast.ops
 import sgfast.reference
+from saved_memory import saved_storage_bytes
 
 torch.set_num_threads(2)
 
@@ -57,19 +58,8 @@ def moved_bytes(shape, backward):
 
 def saved_bytes(fn, canvas, alpha, color, mask, layer):
     """Bytes of the distinct storages autograd saves for the backward, inputs excluded."""
-    given = {t.untyped_storage().data_ptr() for t in (canvas, alpha, color, mask, layer)}
-    seen = {}
-
-    def pack(t):
-        ptr = t.untyped_storage().data_ptr()
-        if ptr not in given:
-            seen[ptr] = t.untyped_storage().nbytes()
-        return t
-
     leaves = [t.detach().requires_grad_() for t in (canvas, alpha, color)]
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn(*leaves, mask, layer)
-    return sum(seen.values())
+    return saved_storage_bytes(lambda: fn(*leaves, mask, layer), (canvas, alpha, color, mask, layer))
 
 
 @pytest.mark.parametrize("impl", list(IMPLS))

@@ -26,6 +26,7 @@ import torch
 import sgfast
 import sgfast.ops
 import sgfast.reference
+from saved_memory import saved_storage_bytes
 
 torch.set_num_threads(2)
 
@@ -71,21 +72,9 @@ def call(op, fn, images, kw):
 
 
 def saved_bytes(op, fn, images, kw):
-    inputs_ = {t.untyped_storage().data_ptr() for t in images + [v for v in kw.values() if torch.is_tensor(v)]}
-    seen = {}
-
-    def pack(t):
-        ptr = t.untyped_storage().data_ptr()
-        if ptr not in inputs_:
-            seen[ptr] = t.untyped_storage().nbytes()
-        return t
-
     leaves = [t.detach().requires_grad_() for t in images[-2:]]
-    images = images[:-2] + leaves
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = call(op, fn, images, kw)
-    del out
-    return sum(seen.values())
+    tensors = images + [v for v in kw.values() if torch.is_tensor(v)]
+    return saved_storage_bytes(lambda: call(op, fn, images[:-2] + leaves, kw), tensors)
 
 
 @pytest.mark.parametrize("impl", ["eager", "compile", "sgfast"])
