@@ -45,8 +45,9 @@ test-fast: build
 demo: build
 	$(BIN)/python -m sgfast demo
 
+# The suites are named bench_*.py, which pytest collects only when given by name.
 bench: build
-	$(BIN)/python -m pytest -q benchmarks --benchmark-columns=min,median,mean,rounds
+	$(BIN)/python -m pytest -q benchmarks/bench_*.py --benchmark-columns=min,median,mean,rounds
 
 # Compile every CUDA source with nvcc against a CUDA build of torch's headers (no GPU needed).
 cuda-check:
