@@ -55,12 +55,13 @@ def _cases():
 
 @pytest.mark.parametrize("case", list(_cases()))
 def test_same_result_for_any_thread_count(case):
+    run = _cases()[case]  # the same inputs for every thread count
     prev = torch.get_num_threads()
     try:
         results = []
         for n in THREADS:
             torch.set_num_threads(n)
-            results.append(_cases()[case]())
+            results.append(run())
     finally:
         torch.set_num_threads(prev)
     for n, other in zip(THREADS[1:], results[1:]):
