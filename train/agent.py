@@ -21,6 +21,7 @@ import torch
 from sgfast.agent import distributed
 from sgfast.agent.config import CONFIGS, get_config
 
+
 def floats(text):
     """'3e-4,1e-4,3e-5' -> (3e-4, 1e-4, 3e-5) (a per-phase learning-rate schedule)."""
     try:

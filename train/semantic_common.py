@@ -52,6 +52,12 @@ def add_common_args(parser, default_out, defaults):
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def conv_memory_format(device):
+    """channels_last on CPU: oneDNN's NHWC convolutions are ~1.5x faster than NCHW for these small
+    networks."""
+    return torch.channels_last if device.type == "cpu" else torch.contiguous_format
+
+
 def pick_device(name):
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
