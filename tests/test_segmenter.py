@@ -279,3 +279,144 @@ def test_cli_errors(birds, tmp_path):
     with pytest.raises(SystemExit, match="not a segmenter training checkpoint"):
         save_weights_fp16(tmp_path / "w.pt", {}, {"kind": "segmenter"})
         _cli(birds, tmp_path, "--steps", "1", "--resume", str(tmp_path / "w.pt"))
+
+
+class _ContentStub(torch.nn.Module):
+    """A stand-in for Ψ whose mask is its input's first channel and whose box is the bounding box
+    of its second channel: the zoomed pass must then give back the image's own mask and box."""
+
+    def __init__(self, config=None):
+        super().__init__()
+        self.config = config
+
+    def forward(self, x):
+        p = x[:, :1].clamp(1e-4, 1 - 1e-4)
+        return {"mask_logits": torch.log(p / (1 - p)), "box": _bbox(x[:, 1:2])}
+
+
+def _bbox(m):
+    """Bounding boxes (x, y, w, h) of the pixels > 0.5 of masks [B, 1, H, W]."""
+    h, w = m.shape[-2:]
+    out = []
+    for k in range(m.shape[0]):
+        ys, xs = torch.nonzero(m[k, 0] > 0.5, as_tuple=True)
+        out.append(torch.tensor([xs.min() / w, ys.min() / h, (xs.max() + 1 - xs.min()) / w,
+                                 (ys.max() + 1 - ys.min()) / h]))
+    return torch.stack(out)
+
+
+def _blobs(side):
+    """Two images: a small rectangle mid-image, and one touching the bottom-left corner. Channel 0
+    of the first also has a far-away speck (not in channel 1, so not in the stub's box)."""
+    img = torch.zeros(2, 3, side, side)
+    s = side / 128
+    img[0, :, int(40 * s):int(50 * s), int(60 * s):int(75 * s)] = 1
+    img[1, :, int(100 * s):, :int(30 * s)] = 1
+    img[0, 0, int(5 * s):int(9 * s), int(110 * s):int(114 * s)] = 1
+    return img
+
+
+@pytest.mark.parametrize("side", [128, 64, 256])
+def test_zoom_pass_maps_the_window_back_where_it_came_from(side):
+    """Pass 2 sees the window around pass 1's box; with a network that returns its input, the
+    probability warped back equals the image's mask (to within the edge pixels of a bilinear round
+    trip) and the box mapped back is the true box to within a pixel. Inputs at the network's size,
+    below it (cropped from the caller's pixels) and above it (cropped from the resize)."""
+    from sgfast.models.segmenter import two_pass
+    cfg = SegmenterConfig(size=128, widths=(8, 16), refine_margin=1.5, refine_min_side=0.25)
+    stub = _ContentStub(cfg)
+    img = _blobs(side)
+    prob, box, windows, prob1, box1 = two_pass(stub, img, (side, side), 1.5, 0.25)
+    truth = img[:, :1] > 0.5
+    # The windows hold pass 1's boxes and lie inside the image.
+    c1 = box_to_corners(box1)
+    assert (windows[:, :2] <= c1[:, :2] + 1e-6).all()
+    assert (windows[:, :2] + windows[:, 2:] >= c1[:, 2:] - 1e-6).all()
+    assert (windows[:, :2] >= -1e-6).all() and (windows[:, :2] + windows[:, 2:] <= 1 + 1e-6).all()
+    # The speck lies outside the first window: pass 1's probability stays there.
+    yx = int(6 * side / 128), int(111 * side / 128)
+    assert yx[1] / side > windows[0, 0] + windows[0, 2]
+    wrong = ((prob > 0.5) != truth).flatten(1).sum(1)
+    outline = 4 * truth.float().flatten(1).sum(1) ** 0.5
+    assert (wrong <= 0.1 * outline).all(), (wrong, outline)
+    assert (box - _bbox(img[:, 1:2])).abs().max() <= 1.0 / min(side, 128) + 1e-5
+    # "zero" clears the outside instead; inside the window both agree.
+    zero, *_ = two_pass(stub, img, (side, side), 1.5, 0.25, outside="zero")
+    assert prob[0, 0, yx[0], yx[1]] > 0.5 and zero[0, 0, yx[0], yx[1]] == 0
+    torch.testing.assert_close(zero[1], prob[1], atol=2e-4, rtol=0)  # the stub clamps to 1e-4
+
+
+def test_zoom_windows_against_hand_values():
+    from sgfast.models.segmenter import image_box_to_window, window_box_to_image, zoom_windows
+    boxes = torch.tensor([[0.4, 0.4, 0.2, 0.1],     # side 0.3, centred on (0.5, 0.45)
+                          [0.45, 0.45, 0.05, 0.05],  # 0.075 < min side 0.25
+                          [0.0, 0.8, 0.3, 0.2],     # side 0.45, shifted inside the image
+                          [0.0, 0.0, 1.0, 0.9]])    # side capped at 1
+    w = zoom_windows(boxes, 1.5, 0.25)
+    want = torch.tensor([[0.35, 0.3, 0.3], [0.35, 0.35, 0.25], [0.0, 0.55, 0.45], [0.0, 0.0, 1.0]])
+    torch.testing.assert_close(w, want)
+    torch.testing.assert_close(window_box_to_image(image_box_to_window(boxes, w), w), boxes)
+    with pytest.raises(ValueError, match="refine_margin"):
+        Segmenter(SegmenterConfig(size=32, widths=(8, 12), refine_margin=0.5))
+
+
+def test_zoom_config_roundtrips_and_old_files_predict_in_one_pass(tmp_path):
+    """refine_margin travels in the weights; a config without it (older files) loads with the
+    zoomed pass off, and predict then is exactly one pass; on, predict gives pass 2's output."""
+    from sgfast.models.segmenter import two_pass
+    torch.manual_seed(5)
+    cfg = SegmenterConfig(size=32, widths=(8, 12, 16), refine_margin=1.5, refine_min_side=0.3)
+    m = Segmenter(cfg).eval()
+    w = tmp_path / "zoom.pt"
+    save_weights_fp16(w, m.state_dict(), {"kind": "segmenter", "config": cfg.to_dict()})
+    m2, _ = load_segmenter(w)
+    assert m2.config == cfg
+    old = {k: v for k, v in cfg.to_dict().items() if not k.startswith("refine")}
+    save_weights_fp16(tmp_path / "old.pt", m.state_dict(), {"kind": "segmenter", "config": old})
+    m_old, _ = load_segmenter(tmp_path / "old.pt")
+    assert m_old.config.refine_margin == 0
+    x = torch.rand(2, 3, 32, 32)
+    prob, box = predict(m_old, x)
+    with torch.no_grad():
+        out = m_old(x)
+    torch.testing.assert_close(prob, torch.sigmoid(out["mask_logits"]))
+    torch.testing.assert_close(box, out["box"])
+    prob2, box2 = predict(m2, x)
+    with torch.no_grad():
+        want_p, want_b, *_ = two_pass(m2, x, (32, 32), 1.5, 0.3)
+    torch.testing.assert_close(prob2, want_p)
+    torch.testing.assert_close(box2, want_b)
+    assert not torch.allclose(box2, box, atol=1e-3)  # the second pass did change something
+
+
+def test_zoom_batch_crops_image_mask_and_box_together():
+    """The training windows: the crop's mask has the bounding box the returned box says, and the
+    image crop is the same window as the mask crop (an image equal to its mask stays equal)."""
+    from train.segmenter import zoom_batch
+    img = _blobs(128)
+    img[0, 0, :10] = 0  # drop the speck: one object per image, as in the dataset
+    mask = img[:, :1].clone()
+    boxes = _bbox(mask)
+    g = torch.Generator().manual_seed(0)
+    zx, zm, zb = zoom_batch(img, mask, boxes, 1.5, 0.25, 0.1, generator=g)
+    assert zx.shape == img.shape and zm.shape == mask.shape
+    torch.testing.assert_close(zx[:, :1], zm)
+    got = _bbox(zm)
+    assert (got - zb).abs().max() <= 1.5 / 128, (got, zb)
+    # Jitter 0, margin 1.5: the box fills 1/1.5 of the window's side (the first image; the second
+    # touches the corner and its window is shifted, not centred).
+    _, _, zb0 = zoom_batch(img, mask, boxes, 1.5, 0.01, 0.0, generator=g)
+    assert abs(zb0[0, 2:].max().item() - 1 / 1.5) < 0.1 / 1.5 + 1e-6
+
+
+def test_cli_zoom_pass_trains_with_mixed_batches(birds, tmp_path):
+    w = tmp_path / "zoom.pt"
+    assert _cli(birds, tmp_path / "z", "--zoom-pass", "1.5", "--zoom-fraction", "0.5", "--steps",
+                "2", "--export", str(w)) == 0
+    model, meta = load_segmenter(w)
+    assert model.config.refine_margin == 1.5 and meta["config"]["refine_margin"] == 1.5
+    assert meta["zoom_fraction"] == 0.5 and 0 <= meta["test_metrics"]["mask_iou"] <= 1
+    with pytest.raises(SystemExit, match="zoom-pass"):
+        _cli(birds, tmp_path, "--zoom-pass", "0.5", "--steps", "1")
+    with pytest.raises(SystemExit, match="zoom-fraction"):
+        _cli(birds, tmp_path, "--zoom-pass", "1.5", "--zoom-fraction", "2", "--steps", "1")

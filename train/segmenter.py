@@ -3,6 +3,9 @@
 Loss: binary cross-entropy on the per-pixel foreground logit plus Smooth L1 on the box corners
 (per pixel on the true foreground, and on the aggregated box); see sgfast/models/segmenter.py.
 Augmentation: random horizontal flips (boxes flipped with the image). Adam with a cosine schedule.
+With --zoom-pass M (Ψ's second, zoomed pass; sgfast/models/segmenter.py) a share of every batch
+(--zoom-fraction) is replaced by windows around the jittered true box, resampled to the input size
+as `predict` does around pass 1's box, so the same network learns birds that fill the frame.
 The test split is evaluated at the end (mask IoU at threshold 0.5, mean over images and pooled;
 mean box IoU); the figures go into the checkpoint and the exported weights' meta.
 """
@@ -15,8 +18,9 @@ import time
 import torch
 
 from sgfast.io import save_weights_fp16
-from sgfast.models.segmenter import (Segmenter, SegmenterConfig, box_iou, mask_iou,
-                                     segmenter_loss)
+from sgfast.models.segmenter import (Segmenter, SegmenterConfig, box_iou, crop_windows,
+                                     image_box_to_window, mask_iou, predict, segmenter_loss,
+                                     zoom_windows)
 from train import semantic_common as common
 
 DEFAULTS = dict(epochs=12, batch_size=32, lr=3e-3, weight_decay=1e-4)
@@ -40,6 +44,17 @@ def configure(parser):
     parser.add_argument("--thin-top", action="store_true",
                         help="one conv instead of two in the full-resolution level's blocks "
                              "(cheaper at --size 128)")
+    parser.add_argument("--zoom-pass", type=float, default=None, metavar="M",
+                        help="second, zoomed pass: predict reruns Ψ on a square window M x the "
+                             "pass-1 box's longer side (e.g. 1.5; 0 = off, the default; stored in "
+                             "the weights); training mixes such windows into the batches")
+    parser.add_argument("--zoom-min-side", type=float, default=None, metavar="F",
+                        help="smallest zoom window, as a fraction of the image side (default 0.25)")
+    parser.add_argument("--zoom-fraction", type=float, default=0.5,
+                        help="share of each batch replaced by zoomed windows (default 0.5)")
+    parser.add_argument("--zoom-jitter", type=float, default=0.1,
+                        help="true box edges moved by up to this x its longer side before the "
+                             "window is cut, like pass 1's box errors (default 0.1)")
 
 
 def flip_batch(images, masks, boxes, flip):
@@ -49,6 +64,23 @@ def flip_batch(images, masks, boxes, flip):
     boxes = boxes.clone()
     boxes[:, 0] = torch.where(flip, 1 - boxes[:, 0] - boxes[:, 2], boxes[:, 0])
     return images, masks, boxes
+
+
+def zoom_batch(images, masks, boxes, margin, min_side, jitter, generator=None):
+    """Windows around jittered true boxes, as predict's pass 2 cuts around pass 1's box: images
+    at the input size, masks at the output size, boxes in window coordinates (clipped to it).
+    Each box edge moves by up to jitter x the longer side and the margin by up to +-10 %."""
+    n = images.shape[0]
+    r = torch.rand(n, 5, generator=generator) * 2 - 1  # [-1, 1)
+    longer = boxes[:, 2:].amax(1, keepdim=True)
+    x1y1 = boxes[:, :2] + r[:, :2] * jitter * longer
+    x2y2 = boxes[:, :2] + boxes[:, 2:] + r[:, 2:4] * jitter * longer
+    x2y2 = torch.maximum(x2y2, x1y1 + 1e-3)
+    jittered = torch.cat([x1y1, x2y2 - x1y1], 1)
+    windows = zoom_windows(jittered, margin * (1 + 0.1 * r[:, 4]).clamp(min=1 / margin), min_side)
+    return (crop_windows(images, windows, images.shape[-1]),
+            crop_windows(masks, windows, masks.shape[-1]).clamp(0, 1),
+            image_box_to_window(boxes, windows))
 
 
 def load_data(dataset, split, config, limit=None, progress=False):
@@ -62,7 +94,8 @@ def load_data(dataset, split, config, limit=None, progress=False):
 
 @torch.no_grad()
 def evaluate(model, data, device, batch_size=128):
-    """Test metrics: mask_iou (mean per image), mask_iou_pooled, box_iou (mean), pixel_acc."""
+    """Test metrics: mask_iou (mean per image), mask_iou_pooled, box_iou (mean), pixel_acc, from
+    `predict` (so with the zoomed second pass when the model's config asks for it)."""
     was = model.training
     model.eval()
     ious, bious = [], []
@@ -71,10 +104,10 @@ def evaluate(model, data, device, batch_size=128):
         x = common.to_float(data["images"][s:s + batch_size]).to(device)
         m = common.to_float(data["masks"][s:s + batch_size]).to(device)
         b = data["boxes"][s:s + batch_size].to(device)
-        out = model(x)
-        p = torch.sigmoid(out["mask_logits"])
+        # predict: the path every caller uses (with the zoomed pass when the config has it).
+        p, box = predict(model, x, out_size=m.shape[-1])
         ious.append(mask_iou(p, m).cpu())
-        bious.append(box_iou(out["box"], b).cpu())
+        bious.append(box_iou(box, b).cpu())
         pb, tb = p > 0.5, m > 0.5
         inter += (pb & tb).sum().item()
         union += (pb | tb).sum().item()
@@ -110,6 +143,10 @@ def run(args):
             raise SystemExit(f"sgfast: --init {args.init}: {exc}") from exc
         # Fully convolutional: the weights fit any size divisible by the stride.
         config = replace(init_model.config, size=args.size)
+        if args.zoom_pass is not None:
+            config = replace(config, refine_margin=args.zoom_pass)
+        if args.zoom_min_side is not None:
+            config = replace(config, refine_min_side=args.zoom_min_side)
         init_state = init_model.state_dict()
     else:
         try:
@@ -119,10 +156,21 @@ def run(args):
         if args.input_scale < 1:
             raise SystemExit(f"sgfast: --input-scale must be >= 1, got {args.input_scale}")
         config = SegmenterConfig(size=args.size, widths=widths, input_scale=args.input_scale,
-                                 thin_top=args.thin_top, box_level=args.box_level)
+                                 thin_top=args.thin_top, box_level=args.box_level,
+                                 refine_margin=args.zoom_pass or 0.0,
+                                 refine_min_side=(0.25 if args.zoom_min_side is None
+                                                  else args.zoom_min_side))
         if not 0 <= args.box_level < len(widths):
             raise SystemExit(f"sgfast: --box-level must be in [0, {len(widths) - 1}] for "
                              f"--widths {args.widths}, got {args.box_level}")
+    if config.refine_margin and config.refine_margin < 1:
+        raise SystemExit(f"sgfast: --zoom-pass must be 0 (off) or >= 1, got {config.refine_margin}")
+    if not 0 < config.refine_min_side <= 1:
+        raise SystemExit(f"sgfast: --zoom-min-side must be in (0, 1], got {config.refine_min_side}")
+    if not 0 <= args.zoom_fraction <= 1:
+        raise SystemExit(f"sgfast: --zoom-fraction must be in [0, 1], got {args.zoom_fraction}")
+    if args.zoom_jitter < 0:
+        raise SystemExit(f"sgfast: --zoom-jitter must be >= 0, got {args.zoom_jitter}")
     stride = 2 ** (len(config.widths) - 1)
     if config.size % stride:
         raise SystemExit(f"sgfast: --size {config.size} must be divisible by {stride} "
@@ -176,6 +224,13 @@ def run(args):
             m = common.to_float(train["masks"][idx])
             b = train["boxes"][idx]
             x, m, b = flip_batch(x, m, b, torch.rand(len(idx)) < 0.5)
+            if config.refine_margin:
+                # The batch's first zoom_fraction become windows (the order is already random).
+                k = round(args.zoom_fraction * len(idx))
+                if k:
+                    zx, zm, zb = zoom_batch(x[:k], m[:k], b[:k], config.refine_margin,
+                                            config.refine_min_side, args.zoom_jitter)
+                    x, m, b = torch.cat([zx, x[k:]]), torch.cat([zm, m[k:]]), torch.cat([zb, b[k:]])
             x, m, b = x.to(device).contiguous(memory_format=memory_format), m.to(device), b.to(device)
             lr = common.cosine_lr(step, total, peak_lr)
             for g in opt.param_groups:
@@ -224,7 +279,9 @@ def run(args):
         meta = {"kind": "segmenter", "config": config.to_dict(), "test_metrics": metrics,
                 "dataset": os.path.abspath(args.dataset), "steps": step,
                 "batch_size": batch_size, "lr": peak_lr, "seed": args.seed,
-                "init": os.path.abspath(args.init) if args.init else None}
+                "init": os.path.abspath(args.init) if args.init else None,
+                "zoom_fraction": args.zoom_fraction if config.refine_margin else None,
+                "zoom_jitter": args.zoom_jitter if config.refine_margin else None}
         save_weights_fp16(args.export, model.state_dict(), meta)
         print(f"wrote {args.export}")
     return 0

@@ -11,6 +11,15 @@ With `box_level` > 0 the box head reads a coarser decoder level and its corners 
 leaving the full-resolution features to the mask (`thin_top` makes that level one conv deep; both
 are recorded in the weights' config, and files without them load as the original network).
 
+With `refine_margin` > 0, `predict` makes a second, zoomed pass, as Mask R-CNN predicts a mask
+inside the detected box at a fixed resolution: pass 1 on the whole image gives the box; a square
+window around it (side `refine_margin` x the box's longer side, at least `refine_min_side` of the
+image, shifted to lie inside the image) is resampled to the network's input size and run again;
+its probability map is warped back into the image frame and replaces pass 1's inside the window,
+and its box, mapped back, replaces pass 1's. A small bird then covers many more of the network's
+pixels. Training mixes whole images and such windows around jittered true boxes
+(train/segmenter.py) so one network serves both passes.
+
 The box head is dense rather than a global regressor on pooled features because the dense form is
 translation equivariant: a 2-pixel error on a bird a tenth of the image wide already costs 0.2 of
 box IoU, and pooled features lose exactly that positional precision. The paper only says "separate
@@ -42,6 +51,10 @@ class SegmenterConfig:
     # its per-pixel corners are upsampled (bilinear; they vary smoothly). 0 = full resolution.
     # Above 0 the full-resolution features serve the mask alone, which needs them most.
     box_level: int = 0
+    # Zoomed second pass in `predict` (see the module doc): window side = refine_margin x the pass-1
+    # box's longer side, at least refine_min_side (normalised). 0 = one pass (older files).
+    refine_margin: float = 0.0
+    refine_min_side: float = 0.25
 
     @property
     def input_size(self):
@@ -57,7 +70,8 @@ class SegmenterConfig:
         d = dict(d)
         if "widths" in d:
             d["widths"] = tuple(int(w) for w in d["widths"])
-        fields = ("size", "widths", "input_scale", "thin_top", "box_level")
+        fields = ("size", "widths", "input_scale", "thin_top", "box_level", "refine_margin",
+                  "refine_min_side")
         unknown = sorted(set(d) - set(fields))
         if unknown:
             # A file written by a newer sgfast: building without these would be a different net.
@@ -69,6 +83,9 @@ class SegmenterConfig:
         for k in ("size", "input_scale", "box_level"):
             if k in known:
                 known[k] = int(known[k])
+        for k in ("refine_margin", "refine_min_side"):
+            if k in known:
+                known[k] = float(known[k])
         return cls(**known)
 
 
@@ -120,6 +137,12 @@ class Segmenter(nn.Module):
         for i, w_skip in enumerate(reversed(widths[:-1])):
             self.up.append(_block(cin + w_skip, w_skip, thin and i == len(widths) - 2))
             cin = w_skip
+        if self.config.refine_margin and self.config.refine_margin < 1:
+            raise ValueError(f"SegmenterConfig.refine_margin must be 0 (off) or >= 1, got "
+                             f"{self.config.refine_margin}")
+        if not 0 < self.config.refine_min_side <= 1:
+            raise ValueError(f"SegmenterConfig.refine_min_side must be in (0, 1], got "
+                             f"{self.config.refine_min_side}")
         if not 0 <= self.config.box_level < len(widths):
             raise ValueError(f"SegmenterConfig.box_level must be in [0, {len(widths) - 1}], "
                              f"got {self.config.box_level}")
@@ -237,23 +260,107 @@ def segmenter_loss(out, mask, box, box_beta=0.02, box_weight=0.5, dice_weight=1.
                    "box_agg": agg.detach()}
 
 
-@torch.no_grad()
-def predict(model, images, out_size=None):
-    """Run Ψ at its configured size. images [B, 3, H, W] in [0, 1] at any size.
+def zoom_windows(boxes, margin, min_side):
+    """Square windows (x0, y0, side) [B, 3], normalised, around boxes (x, y, w, h) [B, 4]: side =
+    margin x the longer box side, clamped to [min_side, 1], centred on the box and then shifted to
+    lie inside the image (so the crop never samples outside it: the network never saw padding)."""
+    side = (boxes[:, 2:].amax(1) * margin).clamp(min=min_side, max=1.0)
+    centre = boxes[:, :2] + boxes[:, 2:] / 2
+    half = side[:, None] / 2
+    centre = torch.minimum(torch.maximum(centre, half), 1 - half)
+    return torch.cat([centre - half, side[:, None]], 1)
 
-    Returns (soft mask [B, 1, out, out] in [0, 1], boxes [B, 4] normalised (x, y, w, h)); out_size
-    defaults to the input side. Boxes are normalised, so they do not depend on the resizing.
+
+def _window_grid(windows, h, w, dtype):
+    """grid_sample grid [B, h, w, 2] sampling each window at an h x w output's pixel centres."""
+    u, v = pixel_centres(h, w, windows.device, dtype)  # [1, 1, h, w] in [0, 1]
+    x0, y0, side = (windows[:, k].to(dtype).view(-1, 1, 1) for k in range(3))
+    gx = x0 + side * u[0]
+    gy = y0 + side * v[0]
+    return torch.stack([gx, gy], -1) * 2 - 1  # align_corners=False coordinates
+
+
+def crop_windows(images, windows, size):
+    """Resample each window of images [B, C, H, W] to [B, C, size, size] (bilinear)."""
+    grid = _window_grid(windows, size, size, images.dtype)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def uncrop_windows(crops, windows, out_hw):
+    """Inverse of crop_windows: crops [B, C, s, s] warped back into an out_hw frame. Returns
+    (values [B, C, H, W], inside [B, 1, H, W] bool: the output pixels whose centre is in the window).
+    """
+    h, w = out_hw
+    u, v = pixel_centres(h, w, crops.device, crops.dtype)
+    x0, y0, side = (windows[:, k].to(crops.dtype).view(-1, 1, 1, 1) for k in range(3))
+    cu = (u - x0) / side  # the output pixel centres in window coordinates, [B, 1, h, w]
+    cv = (v - y0) / side
+    inside = (cu >= 0) & (cu <= 1) & (cv >= 0) & (cv <= 1)
+    grid = torch.cat([cu, cv], 1).permute(0, 2, 3, 1) * 2 - 1
+    vals = F.grid_sample(crops, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return vals, inside
+
+
+def window_box_to_image(box, windows):
+    """Boxes (x, y, w, h) in window coordinates -> image coordinates."""
+    x0y0, side = windows[:, :2], windows[:, 2:3]
+    return torch.cat([x0y0 + box[:, :2] * side, box[:, 2:] * side], 1)
+
+
+def image_box_to_window(box, windows):
+    """Boxes (x, y, w, h) in image coordinates -> window coordinates, clipped to the window."""
+    c = box_to_corners(box)
+    x0y0 = windows[:, :2].repeat(1, 2)
+    c = ((c - x0y0) / windows[:, 2:3]).clamp(0, 1)
+    return torch.cat([c[:, :2], c[:, 2:] - c[:, :2]], 1)
+
+
+def _pass(model, x):
+    out = model(x)
+    return torch.sigmoid(out["mask_logits"]), out["box"]
+
+
+def two_pass(model, images, out_hw, margin, min_side, outside="pass1"):
+    """Pass 1 on the whole image, pass 2 on the zoomed window around pass 1's box (see module doc).
+
+    images [B, 3, H, W] in [0, 1]. Returns (prob [B, 1, *out_hw], box [B, 4], windows [B, 3],
+    pass-1 prob at out_hw, pass-1 box). `outside` = "pass1" keeps pass 1's probability outside the
+    window, "zero" clears it.
     """
     size = model.config.input_size
     h, w = images.shape[-2:]
     x = images if (h, w) == (size, size) else F.interpolate(
         images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    out = model(x)
-    prob = torch.sigmoid(out["mask_logits"])
-    out_hw = (h, w) if out_size is None else (out_size, out_size)
-    if prob.shape[-2:] != out_hw:
-        prob = F.interpolate(prob, size=out_hw, mode="bilinear", align_corners=False).clamp(0, 1)
-    return prob, out["box"]
+    prob1, box1 = _pass(model, x)
+    if prob1.shape[-2:] != tuple(out_hw):
+        prob1 = F.interpolate(prob1, size=out_hw, mode="bilinear", align_corners=False).clamp(0, 1)
+    if not margin:
+        return prob1, box1, None, prob1, box1
+    windows = zoom_windows(box1, margin, min_side)
+    # Crop from the caller's pixels when they are no finer than the network's input (a 64-px
+    # canvas: one bilinear step, not two); finer ones from the antialiased resize (no aliasing).
+    src = images if max(h, w) <= size else x
+    prob2, box2 = _pass(model, crop_windows(src, windows, size))
+    back, inside = uncrop_windows(prob2, windows, out_hw)
+    rest = prob1 if outside == "pass1" else torch.zeros_like(prob1)
+    prob = torch.where(inside, back, rest).clamp(0, 1)
+    return prob, window_box_to_image(box2, windows), windows, prob1, box1
+
+
+@torch.no_grad()
+def predict(model, images, out_size=None):
+    """Run Ψ at its configured size. images [B, 3, H, W] in [0, 1] at any size.
+
+    Returns (soft mask [B, 1, out, out] in [0, 1], boxes [B, 4] normalised (x, y, w, h)); out_size
+    defaults to the input side. Boxes are normalised, so they do not depend on the resizing. With
+    config.refine_margin > 0 both come from the zoomed second pass (two_pass).
+    """
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"predict: images must be [B, 3, H, W], got {tuple(images.shape)}")
+    out_hw = tuple(images.shape[-2:]) if out_size is None else (out_size, out_size)
+    cfg = model.config
+    prob, box, *_ = two_pass(model, images, out_hw, cfg.refine_margin, cfg.refine_min_side)
+    return prob, box
 
 
 def load_segmenter(path, map_location="cpu"):
