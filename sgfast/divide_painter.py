@@ -59,7 +59,7 @@ def to_global(strokes, d, r, c):
 
 
 @torch.no_grad()
-def paint_divided(models, targets, targets_hi, steps, frames_per, d, sem=None, sem_hi=None):
+def paint_divided(models, targets, targets_hi, steps, frames_per, d, sem=None, sem_hi=None, bg_gate="chosen"):
     """The agent with grid refinement. targets [B, 3, S, S], targets_hi [B, 3, d*S, d*S]; sg mode:
     sem / sem_hi per image (masks [M, ., .], boxes, gbp [M, ., .]) at S and at d*S.
 
@@ -67,7 +67,7 @@ def paint_divided(models, targets, targets_hi, steps, frames_per, d, sem=None, s
     strokes [N, 13] (global); steps, layers ("bg"/"fg"; sg mode), mask_ids (the instance gating
     each stroke; sg mode) per stroke; frames (uint8 [dS, dS, 3]).
     """
-    from sgfast.paint import _paint_batch, _resize, _to_u8_image
+    from sgfast.paint import _paint_batch, _resize, _to_u8_image, stroke_gates
 
     sg = models.mode == "sg"
     b, size = targets.shape[0], models.size
@@ -78,7 +78,7 @@ def paint_divided(models, targets, targets_hi, steps, frames_per, d, sem=None, s
     if not sg:
         sem = sem_hi = [None] * b
     if first:
-        c1, fg1, bg1, act1, ch1, fr1 = _paint_batch(models, targets, sem, first, frames_per)
+        c1, fg1, bg1, act1, ch1, fr1 = _paint_batch(models, targets, sem, first, frames_per, bg_gate=bg_gate)
     else:
         c1, act1, ch1 = torch.zeros_like(targets), [], []
         fg1, bg1 = torch.zeros_like(targets), torch.zeros_like(targets)
@@ -96,14 +96,15 @@ def paint_divided(models, targets, targets_hi, steps, frames_per, d, sem=None, s
             mp, gp = to_patches(m[None], d), to_patches(g[None], d)
             sem2 += [(mp[q], None, gp[q]) for q in range(d * d)]
     c2, fg2, bg2, act2, ch2, fr2 = _paint_batch(models, to_patches(targets_hi, d), sem2, rest, frames_per,
-                                                canvas0=to_patches(up, d), t0=first, layers0=layers0)
+                                                canvas0=to_patches(up, d), t0=first, layers0=layers0, bg_gate=bg_gate)
     canvas = smooth_seams(from_patches(c2, d), d)
     fg = smooth_seams(from_patches(fg2, d), d) if sg else None
     bg = smooth_seams(from_patches(bg2, d), d) if sg else None
     out = []
     for j in range(b):
         s1 = [a[j].view(k, 13) for a in act1]
-        ids = [int(ch1[t][j]) for t in range(first) for _ in range(k)] if sg else []
+        gates = (lambda us: stroke_gates(us, kb, kf, sem[j][0].shape[0], bg_gate)) if sg else None  # noqa: E731
+        ids = gates([int(ch1[t][j]) for t in range(first)]) if sg else []
         s2 = []
         for t, a in enumerate(act2):  # step by step, every patch's K strokes in grid order
             for r in range(d):
@@ -111,7 +112,7 @@ def paint_divided(models, targets, targets_hi, steps, frames_per, d, sem=None, s
                     q = j * d * d + r * d + c
                     s2.append(to_global(a[q].view(k, 13), d, r, c))
                     if sg:
-                        ids += [int(ch2[t][q])] * k
+                        ids += gates([int(ch2[t][q])])
         strokes = torch.cat(s1 + s2).double().numpy()
         frames = []
         if frames_per != "none":

@@ -29,6 +29,7 @@ DEFAULT_ACTOR = {"sg": os.path.join(WEIGHTS, "agent_sg_tiny.pt"),
                  "baseline": os.path.join(WEIGHTS, "agent_baseline_tiny.pt")}
 DEFAULT_RENDERER = os.path.join(WEIGHTS, "renderer_tiny.pt")
 DEFAULT_SEGMENTER = os.path.join(WEIGHTS, "segmenter_tiny.pt")
+BG_GATES = ("union", "chosen")  # what background strokes keep off with several instances
 DEFAULT_EXPERT = os.path.join(WEIGHTS, "expert_tiny.pt")
 
 
@@ -51,7 +52,8 @@ class PaintResult:
     gbp: torch.Tensor | None = None          # [M, S, S]
     strokes: np.ndarray | None = None        # [N, 13] in painting order
     layers: list = dataclasses.field(default_factory=list)    # "fg" / "bg" / "all" per stroke
-    mask_ids: list = dataclasses.field(default_factory=list)  # gate of each stroke (index or None)
+    mask_ids: list = dataclasses.field(default_factory=list)  # gate of each stroke: index into
+    #   gate_masks (the instance masks, then the union when bg strokes kept off every instance) or None
     steps: list = dataclasses.field(default_factory=list)     # step of each stroke
     frames: list = dataclasses.field(default_factory=list)    # uint8 [S, S, 3] progress frames
     mode: str = "sg"
@@ -63,6 +65,18 @@ class PaintResult:
     @property
     def size(self) -> int:
         return int(self.canvas.shape[-1])
+
+    @property
+    def union_gated(self) -> bool:
+        """bg_gate "union" with several instances: the bg strokes are gated by 1 - (their union)."""
+        return self.masks is not None and self.masks.shape[0] > 1 and self.masks.shape[0] in self.mask_ids
+
+    @property
+    def gate_masks(self) -> torch.Tensor | None:
+        """The masks mask_ids index: the instance masks, then their union if bg strokes used it."""
+        if not self.union_gated:
+            return self.masks
+        return torch.cat([self.masks, self.masks.amax(0, keepdim=True)])
 
 
 @dataclasses.dataclass
@@ -292,14 +306,23 @@ def select_instances(targets, canvas, masks):
     return torch.stack([instance_errors(targets[i], canvas[i], m).argmax() for i, m in enumerate(masks)])
 
 
+def stroke_gates(chosen, k_bg, k_fg, num_masks, bg_gate):
+    """The gate (mask index) of every stroke of steps that painted instances `chosen` (one per step):
+    fg strokes that step's instance, bg strokes too, or the union (index num_masks) under "union"."""
+    bg_id = num_masks if bg_gate == "union" and num_masks > 1 else None
+    return [g for u in chosen for g in [u if bg_id is None else bg_id] * k_bg + [u] * k_fg]
+
+
 def _to_u8_image(t: torch.Tensor) -> np.ndarray:
     return (t.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
 @torch.no_grad()
-def _paint_batch(models: Models, targets, sem, steps, frames_per, canvas0=None, t0=0, layers0=None):
+def _paint_batch(models: Models, targets, sem, steps, frames_per, canvas0=None, t0=0, layers0=None,
+                 bg_gate="chosen"):
     """Paint one batch. targets [B, 3, S, S]; sem: per image (masks [M,S,S], boxes, gbp).
-    canvas0, layers0 = (fg, bg), t0: continue a painting (--divide)."""
+    canvas0, layers0 = (fg, bg), t0: continue a painting (--divide). bg_gate: what the background
+    strokes keep off with several instances: "union" (every instance) or "chosen" (only the step's)."""
     from sgfast.agent.env import Painter, actor_input, coord_channels, to_uint8
 
     dev, mode, size = models.device, models.mode, models.size
@@ -315,6 +338,12 @@ def _paint_batch(models: Models, targets, sem, steps, frames_per, canvas0=None, 
                           else (layers0[0].to(dev), layers0[1].to(dev)))
     all_masks = [s[0].to(dev) for s in sem] if mode == "sg" else None
     all_gbp = [s[2].to(dev) for s in sem] if mode == "sg" else None
+    if bg_gate not in BG_GATES:
+        raise PaintError(f"bg_gate must be one of {BG_GATES}, got {bg_gate!r}")
+    # Several instances and "union": the background strokes keep off all of them, so an instance
+    # that is not the step's is not painted in the background's colours (docs/painting.md).
+    union = (torch.stack([m.amax(0) for m in all_masks])[:, None]
+             if mode == "sg" and bg_gate == "union" and any(m.shape[0] > 1 for m in all_masks) else None)
     actions, chosen, frames = [], [], [[_to_u8_image(canvas[i])] for i in range(b)]
     fg_flags = torch.ones(k, dtype=torch.bool, device=dev)
     for t in range(steps):
@@ -324,6 +353,7 @@ def _paint_batch(models: Models, targets, sem, steps, frames_per, canvas0=None, 
             gbp = torch.stack([all_gbp[i][u[i]] for i in range(b)])[:, None]
             chosen.append(u.cpu())
             obs = {"image": targets, "mask": mask, "gbp": gbp}
+            bg_mask = mask if union is None else union
         else:
             mask, obs = None, {"image": targets}
         t_frac = torch.full((b,), (t0 + t) / meta["max_step"], device=dev)
@@ -334,11 +364,24 @@ def _paint_batch(models: Models, targets, sem, steps, frames_per, canvas0=None, 
         color = a[..., 10:].contiguous()
         if frames_per == "stroke":
             layer = painter.layer(k, dev) if mode == "sg" else None
-            fr = _frames_op(models.ops.name)(canvas, alpha, color, mask, layer)
-        canvas = to_uint8(painter(canvas, action, mask)).float() / 255
+            if union is None:
+                fr = _frames_op(models.ops.name)(canvas, alpha, color, mask, layer)
+            else:  # the bg strokes' frames under the union, then the fg strokes' under S_u
+                fb = _frames_op(models.ops.name)(canvas, alpha[:, :bg].contiguous(), color[:, :bg].contiguous(),
+                                                  bg_mask, layer[:bg])
+                ff = _frames_op(models.ops.name)(fb[:, -1].contiguous(), alpha[:, bg:].contiguous(),
+                                                  color[:, bg:].contiguous(), mask, layer[bg:])
+                fr = torch.cat([fb, ff], 1)
+        if union is None:
+            canvas = to_uint8(painter(canvas, action, mask)).float() / 255
+        else:  # Eq. 3 under 1 - (union of the instances), then Eq. 4 under S_u
+            c = models.ops.composite(canvas, alpha[:, :bg].contiguous(), color[:, :bg].contiguous(), bg_mask,
+                                     ~fg_flags[:bg])
+            c = models.ops.composite(c, alpha[:, bg:].contiguous(), color[:, bg:].contiguous(), mask, fg_flags[bg:])
+            canvas = to_uint8(c).float() / 255
         if mode == "sg":
             bg_layer = models.ops.composite(bg_layer, alpha[:, :bg].contiguous(), color[:, :bg].contiguous(),
-                                            mask, ~fg_flags[:bg])
+                                            bg_mask, ~fg_flags[:bg])
             fg_layer = models.ops.composite(fg_layer, alpha[:, bg:].contiguous(), color[:, bg:].contiguous(),
                                             mask, fg_flags[bg:])
         else:
@@ -362,14 +405,16 @@ def _frames_op(ops_name):
 
 def paint(images, mode="sg", steps=None, actor=None, renderer=None, segmenter=None, expert=None,
           masks=None, boxes=None, instances=None, device="cpu", ops="fused", batch_size=8,
-          frames="step", progress=False, models=None, method="agent", strokes=100, iters=200, lr=0.1, nu=0.0, divide=1):
+          frames="step", progress=False, models=None, method="agent", strokes=100, iters=200, lr=0.1, nu=0.0, divide=1,
+          bg_gate="chosen"):
     """Paint `images` (paths, [H, W, 3] arrays or [3, H, W] tensors). Returns one PaintResult per
     image, in order; an image that cannot be read gets a result with `.error` set and the others are
     still painted. Set-up problems (weights, options) raise PaintError.
 
     masks / boxes: per-image soft masks (path or array) and boxes (x y w h normalised; path or 4
     numbers), None entries mean "predict with Ψ" (a box defaults to the mask's bounding box when a
-    mask is given). instances: per-image lists of instance masks (Eq. 16). frames: "step",
+    mask is given). instances: per-image lists of instance masks (Eq. 16); bg_gate: what their
+    background strokes keep off, "chosen" (the step's instance) or "union" (all). frames: "step",
     "stroke" or "none" (progress frames kept in the results). steps defaults to the agent's episode.
     method "optimize": no agent; `strokes` strokes optimised by Adam (`iters`, `lr`, focus weight `nu`),
     see sgfast/optimize_painter.py. divide D > 1: grid refinement, the painting is D x the canvas
@@ -385,6 +430,8 @@ def paint(images, mode="sg", steps=None, actor=None, renderer=None, segmenter=No
         raise PaintError(f"method must be 'agent' or 'optimize', got {method!r}")
     if not 1 <= divide <= 16:
         raise PaintError(f"divide must be in [1, 16], got {divide}")
+    if bg_gate not in BG_GATES:
+        raise PaintError(f"bg_gate must be one of {BG_GATES}, got {bg_gate!r}")
     if isinstance(images, (str, os.PathLike, np.ndarray, torch.Tensor)) and not (
             isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 4):
         images = [images]
@@ -453,7 +500,7 @@ def paint(images, mode="sg", steps=None, actor=None, renderer=None, segmenter=No
             from sgfast.divide_painter import paint_divided
             hi = torch.cat([_resize(torch.from_numpy(img).permute(2, 0, 1)[None], divide * models.size)
                             for _, _, img in ok_chunk])
-            painted = paint_divided(models, targets, hi, steps, frames, divide, sem, sem_hi)
+            painted = paint_divided(models, targets, hi, steps, frames, divide, sem, sem_hi, bg_gate)
             for j, (i, name, _) in enumerate(ok_chunk):
                 p = painted[j]
                 n = len(p["strokes"])
@@ -467,13 +514,14 @@ def paint(images, mode="sg", steps=None, actor=None, renderer=None, segmenter=No
             if bar:
                 bar.update(len(chunk))
             continue
-        canvas, fg, bgl, actions, chosen, fr = _paint_batch(models, targets, sem, steps, frames)
+        canvas, fg, bgl, actions, chosen, fr = _paint_batch(models, targets, sem, steps, frames, bg_gate=bg_gate)
         for j, (i, name, _) in enumerate(ok_chunk):
             strokes = torch.stack([a[j] for a in actions]).view(steps * k, 13).double().numpy()
             if mode == "sg":
                 layers = (["bg"] * models.meta["strokes_bg"] + ["fg"] * models.meta["strokes_fg"]) * steps
-                mask_ids = [int(chosen[t][j]) for t in range(steps) for _ in range(k)]
                 m, bx, g = sem[j]
+                mask_ids = stroke_gates([int(chosen[t][j]) for t in range(steps)], models.meta["strokes_bg"],
+                                        models.meta["strokes_fg"], m.shape[0], bg_gate)
             else:
                 layers, mask_ids = ["all"] * (steps * k), [None] * (steps * k)
                 m = bx = g = None
@@ -527,5 +575,5 @@ def render_exact(strokes, layers, mask_ids, masks, size, supersample=4, backgrou
 
 
 def result_exact(result: PaintResult, size, supersample=4, device="cpu"):
-    masks = [] if result.masks is None else [m.numpy() for m in result.masks]
+    masks = [] if result.masks is None else [m.numpy() for m in result.gate_masks]
     return render_exact(result.strokes, result.layers, result.mask_ids, masks, size, supersample, device=device)

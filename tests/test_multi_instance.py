@@ -184,3 +184,92 @@ def test_cli_instances_outputs(scenes, tmp_path):
     from sgfast.data.imageio import read_image_rgb
 
     np.testing.assert_array_equal(read_image_rgb(str(tmp_path / "r.png")), read_image_rgb(str(folder / "painting_64.png")))
+
+
+class FixedActor(torch.nn.Module):
+    """The same visible strokes at every step (background ones included), whatever the input."""
+
+    def __init__(self, k, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.action = torch.rand(k, 13, generator=g)
+        self.action[:, 6:8] *= 0.5       # radii up to half the largest
+        self.action[:, 8:10] = 0.5 + 0.5 * self.action[:, 8:10]  # clearly visible
+
+    def forward(self, x):
+        return self.action.reshape(1, -1).expand(x.shape[0], -1)
+
+
+@pytest.mark.parametrize("bg_gate", ["chosen", "union"])
+def test_bg_gate_against_step_by_step_oracle(scenes, models, bg_gate):
+    """Each step, recomputed here with the reference composite: Eq. 16 picks u; the bg strokes are
+    gated by 1 - S_u ("chosen") or 1 - max_i S_i ("union"), the fg strokes by S_u; the canvas is
+    kept on uint8 levels. The exports index the union as the last gate mask."""
+    import dataclasses
+
+    from sgfast.paint import paint, select_instances
+    from sgfast.reference import composite
+
+    meta = models.meta
+    kb, kf = meta["strokes_bg"], meta["strokes_fg"]
+    fake = dataclasses.replace(models, actor=FixedActor(kb + kf), renderer=ExactRenderer(models.size))
+    results = paint([p for p, _ in scenes], instances=[i for _, i in scenes], steps=4, frames="step",
+                    models=fake, batch_size=4, bg_gate=bg_gate)
+    for r in results:
+        m = r.masks.shape[0]
+        assert r.ok and m >= 2
+        a = fake.actor.action
+        alpha = fake.renderer(a[:, :10])[None]
+        colour = a[None, :, 10:]
+        canvas = torch.zeros(1, 3, r.size, r.size)
+        for t in range(4):
+            np.testing.assert_array_equal(r.frames[t], (canvas[0] * 255).round().byte().permute(1, 2, 0).numpy())
+            u = int(select_instances(r.target[None], canvas, [r.masks]))
+            s_u = r.masks[u][None, None]
+            bg_mask = r.masks.amax(0)[None, None] if bg_gate == "union" else s_u
+            c = composite(canvas, alpha[:, :kb], colour[:, :kb], bg_mask, torch.zeros(kb, dtype=torch.bool))
+            c = composite(c, alpha[:, kb:], colour[:, kb:], s_u, torch.ones(kf, dtype=torch.bool))
+            canvas = (c * 255).round().clamp(0, 255) / 255
+            k = kb + kf
+            bg_id = m if bg_gate == "union" else u
+            assert r.mask_ids[t * k:(t + 1) * k] == [bg_id] * kb + [u] * kf
+        torch.testing.assert_close(r.canvas, canvas[0], atol=1.5 / 255, rtol=0)
+        assert r.union_gated == (bg_gate == "union")
+        assert r.gate_masks.shape[0] == m + (bg_gate == "union")
+        inside = r.masks.amax(0) > 0.999
+        if bg_gate == "union":  # the background layer never colours an instance: 1 - union is 0 there
+            assert inside.any() and float(r.bg_layer[:, inside].abs().max()) == 0
+        else:  # it colours the instances that were not the step's
+            assert float(r.bg_layer[:, inside].max()) > 0.1
+
+
+def test_bg_gate_union_with_one_mask_is_the_same_painting(models):
+    """One mask: its union is itself, so "union" paints exactly what "chosen" does."""
+    from sgfast.paint import paint
+
+    img = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "assets", "samples", "birds",
+                                        "images", "*", "*.jpg")))[0]
+    mask = img.replace(os.sep + "images" + os.sep, os.sep + "segmentations" + os.sep)[:-4] + ".png"
+    a, b = (paint([img], masks=[mask], steps=3, models=models, bg_gate=g, frames="none")[0]
+            for g in ("chosen", "union"))
+    torch.testing.assert_close(a.canvas, b.canvas, atol=0, rtol=0)
+    assert a.mask_ids == b.mask_ids and not b.union_gated
+
+
+def test_cli_bg_gate_union_exports_the_union_and_rerenders(scenes, tmp_path):
+    img, inst = scenes[1]
+    out = tmp_path / "out"
+    assert cli.main(["paint", img, "--instances", ",".join(inst), "--bg-gate", "union", "--out", str(out),
+                     "--steps", "3", "--no-progress", "--threads", "1", "--size", "64", "--no-video"]) == 0
+    folder = out / os.path.splitext(os.path.basename(img))[0]
+    doc = json.loads((folder / "strokes.json").read_text())
+    assert doc["masks"] == [f"mask_{i}.png" for i in range(len(inst))] + ["mask_union.png"]
+    assert {s["mask"] for s in doc["strokes"] if s["layer"] == "bg"} == {len(inst)}
+    from sgfast.data.imageio import read_mask
+
+    union = np.max([read_mask(str(folder / f"mask_{i}.png")) for i in range(len(inst))], axis=0)
+    np.testing.assert_array_equal(read_mask(str(folder / "mask_union.png")), union)
+    assert cli.main(["render", str(folder / "strokes.json"), "--size", "64", "--out", str(tmp_path / "r.png")]) == 0
+    from sgfast.data.imageio import read_image_rgb
+
+    np.testing.assert_array_equal(read_image_rgb(str(tmp_path / "r.png")), read_image_rgb(str(folder / "painting_64.png")))

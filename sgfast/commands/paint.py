@@ -32,6 +32,10 @@ def configure(parser):
     parser.add_argument("--instances", nargs="+", default=None, metavar="A.png,B.png",
                         help="per image, comma-separated instance masks (Eq. 16: each step paints the "
                              "instance with the largest remaining error)")
+    parser.add_argument("--bg-gate", choices=("chosen", "union"), default="chosen",
+                        help="with --instances, what background strokes keep off: the step's instance "
+                             "(default; the others count as background) or every instance "
+                             "(docs/painting.md)")
     parser.add_argument("--size", type=int, default=None,
                         help="also re-render the strokes exactly at this side (painting_<N>.png)")
     parser.add_argument("--supersample", type=int, default=4, help="exact re-render samples per pixel side")
@@ -99,8 +103,8 @@ def write_result(result, folder, size=None, supersample=4, frame_size=256, video
             put("fg.png", png_bytes(_u8(result.fg_layer)))
             put("bg.png", png_bytes(_u8(result.bg_layer)))
             single = result.masks.shape[0] == 1
-            for i, m in enumerate(result.masks):
-                name = "mask.png" if single else f"mask_{i}.png"
+            for i, m in enumerate(result.gate_masks):
+                name = "mask.png" if single else f"mask_{i}.png" if i < len(result.masks) else "mask_union.png"
                 m8 = (m.clamp(0, 1) * 255).round().byte().numpy()
                 put(name, png_bytes(m8))
                 mask_files.append(name)
@@ -170,7 +174,7 @@ def run(args):
                         boxes=boxes, instances=inst, device=args.device, ops=args.ops,
                         batch_size=args.batch_size, frames="none" if args.no_video else args.frames,
                         progress=not args.no_progress, method=args.method, strokes=args.strokes,
-                        iters=args.iters, lr=args.lr, nu=args.nu, divide=args.divide)
+                        iters=args.iters, lr=args.lr, nu=args.nu, divide=args.divide, bg_gate=args.bg_gate)
     except PaintError as exc:
         print(f"sgfast paint: error: {exc}", file=sys.stderr)
         return 2
