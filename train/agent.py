@@ -20,6 +20,7 @@ import torch
 
 from sgfast.agent import distributed
 from sgfast.agent.config import CONFIGS, get_config
+from sgfast.device import pick_device
 
 
 def floats(text):
@@ -135,16 +136,6 @@ def build_config(args):
     return cfg
 
 
-def _pick_device(name, local_rank):
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise SystemExit("sgfast train-agent: --device cuda but no GPU is available")
-        return torch.device("cuda", local_rank) if name == "cuda" else torch.device(name)
-    return torch.device(name)
-
-
 def load_renderer_for(cfg, path, device):
     from sgfast.models.renderer import Renderer, load_renderer
 
@@ -191,7 +182,7 @@ class Trainer:
         if args.threads:
             torch.set_num_threads(args.threads)
         local_rank = int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")))
-        self.device = _pick_device(args.device, local_rank)
+        self.device = pick_device(args.device, local_rank)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         distributed.init_from_env(self.device.type)

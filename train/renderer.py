@@ -24,6 +24,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
+from sgfast.device import pick_device
 from sgfast.io import load_checkpoint, save_checkpoint
 from sgfast.models.renderer import CONFIGS, Renderer, load_renderer, save_renderer
 
@@ -167,18 +168,9 @@ def _resolve(args):
     return opts
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: no CUDA device is available here")
-    return dev
-
-
 def run(args) -> int:
     opts = _resolve(args)
-    device = _device(args.device)
+    device = pick_device(args.device)
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")

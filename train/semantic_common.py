@@ -18,6 +18,7 @@ import time
 
 import torch
 
+from sgfast.device import pick_device  # noqa: F401  (the trainers call common.pick_device)
 from sgfast.io import load_checkpoint, save_checkpoint
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -56,15 +57,6 @@ def conv_memory_format(device):
     """channels_last on CPU: oneDNN's NHWC convolutions are ~1.5x faster than NCHW for these small
     networks."""
     return torch.channels_last if device.type == "cpu" else torch.contiguous_format
-
-
-def pick_device(name):
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"sgfast: --device {name}: CUDA is not available")
-    return dev
 
 
 class NoParts(Exception):

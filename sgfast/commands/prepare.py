@@ -48,7 +48,8 @@ def _resize(x, size, mode="bilinear"):
 def run(args):
     from sgfast.models.expert import load_expert
     from sgfast.models.gbp import gbp_maps
-    from train.semantic_common import open_split, pick_device
+    from sgfast.device import pick_device
+    from train.semantic_common import open_split
 
     if args.threads:
         torch.set_num_threads(args.threads)
