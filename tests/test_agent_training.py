@@ -89,3 +89,36 @@ def test_export_best_keeps_the_lowest_validation(tmp_path):
     ckpt = load_checkpoint(tmp_path / "best.pt")
     assert ckpt["counters"]["episode"] == 3
     assert torch.all(ckpt["agent"]["actor"]["net.fc.bias"] == 3.0)
+
+
+@pytest.mark.parametrize("mode", ["sg", "baseline"])
+def test_per_step_validation_report(tmp_path, mode):
+    """--per-step: one row per step; the last L2 is the validation L2, and the r_bg of the steps add
+    up to D(I, C_T) - D(I, C_0) (the reward telescopes), computed here from the final canvases."""
+    tr = _trainer(tmp_path, "--mode", mode, "--validate-episodes", "1")
+    steps = []
+    v = tr.validate(steps)
+    assert len(steps) == tr.cfg.max_step
+    assert steps[-1]["l2"] == pytest.approx(v["val/l2"], rel=1e-5)
+    img = tr.val_env.targets["image"]
+    d = tr.agent.rewards.d_global_target
+    with torch.no_grad():
+        final = tr.val_env.canvas.float() / 255
+        telescoped = (d(torch.cat([img, final], 1)) - d(torch.cat([img, torch.zeros_like(final)], 1))).mean()
+    assert sum(s["r_bg"] for s in steps) == pytest.approx(float(telescoped), rel=1e-4, abs=1e-5)
+    assert ("r_focus" in steps[0]) == (mode == "sg")
+
+
+def test_per_step_cli(tmp_path, capsys):
+    from sgfast import cli
+
+    args = ["train-agent", *BASE, "--out", str(tmp_path)]
+    assert cli.main(args + ["--train-steps", "6"]) == 0
+    capsys.readouterr()
+    assert cli.main(args + ["--validate-only", "--per-step"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line[:4].strip().isdigit()]
+    from sgfast.agent.config import get_config
+
+    assert len(rows) == get_config("smoke").max_step
+    with pytest.raises(SystemExit, match="--validate-only"):
+        cli.main(args + ["--per-step"])

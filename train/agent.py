@@ -94,6 +94,10 @@ def configure(parser):
     parser.add_argument("--validate-only", action="store_true",
                         help="load <out>/checkpoint.pt, run --validate-episodes validation episodes, print the "
                              "figures and exit (no training)")
+    parser.add_argument("--per-step", action="store_true",
+                        help="with --validate-only: also print, for every step of the episode, the mean L2 "
+                             "after it and the mean reward terms it earned (r_bg, r_fg, r_focus, total; from "
+                             "the target discriminators, as in training): where an agent stops improving")
     parser.add_argument("--export-best", default=None,
                         help="write fp16 actor weights here (and <out>/best.pt, a full checkpoint) whenever the "
                              "validation L2 is the lowest of the run so far")
@@ -278,15 +282,25 @@ class Trainer:
 
     # -- validation -------------------------------------------------------------------------
     @torch.no_grad()
-    def validate(self) -> dict:
+    def validate(self, per_step: list | None = None) -> dict:
+        """Validation figures; per_step (a list) gets one dict per step: mean L2 after it and mean
+        reward terms of it, over all validation images."""
         cfg, env = self.cfg, self.val_env
         val_ids = self.data.val_ids
         l2s, fgs, ref = [], [], {"empty": [], "mean_fill": []}
+        sums = [{} for _ in range(cfg.max_step)]
         for e in range(cfg.validate_episodes):
             ids = val_ids[(torch.arange(env.batch, device=val_ids.device) + e * env.batch) % len(val_ids)]
             env.reset(ids)
             for t in range(cfg.max_step):
-                env.step(self.agent.act(env.canvas, env.targets, t))
+                before, after, _ = env.step(self.agent.act(env.canvas, env.targets, t))
+                if per_step is not None:
+                    with torch.no_grad():
+                        c0, c1 = before.float() / 255, after.float() / 255
+                        terms = self.agent.rewards(c0, c1, env.targets)
+                        terms["l2"] = ((c1 - env.targets["image"]) ** 2).flatten(1).mean(1)
+                    for k, v in terms.items():
+                        sums[t][k] = sums[t].get(k, 0.0) + float(v.sum())
             img, mask = env.targets["image"], env.targets["mask"]
             l2, fg = l2_metrics(img, env.canvas.float() / 255, mask)
             l2s.append(l2), fgs.append(fg)
@@ -301,6 +315,9 @@ class Trainer:
             self.writer.add_images("val/target", env.targets["image"][:n], self.episode)
             for k, v in out.items():
                 self.writer.add_scalar(k, v, self.episode)
+        if per_step is not None:
+            n = cfg.validate_episodes * env.batch
+            per_step += [{k: v / n for k, v in s.items()} for s in sums]
         self.last_validation = out
         return out
 
@@ -376,12 +393,20 @@ class Trainer:
 
 def run(args):
     trainer = Trainer(args)
+    if args.per_step and not args.validate_only:
+        raise SystemExit("sgfast train-agent: --per-step needs --validate-only")
     if args.validate_only:
-        v = trainer.validate()
+        steps = [] if args.per_step else None
+        v = trainer.validate(steps)
         if trainer.rank == 0:
             n = trainer.cfg.validate_episodes * trainer.val_env.batch
             print(f"train-agent: validation of {trainer.ckpt_path} (episode {trainer.episode}, {n} images): "
                   + ", ".join(f"{k} {val:.5f}" for k, val in v.items()))
+            if steps:
+                keys = ["l2"] + [k for k in steps[0] if k != "l2"]
+                print("step " + " ".join(f"{k:>10s}" for k in keys))
+                for t, s in enumerate(steps):
+                    print(f"{t + 1:4d} " + " ".join(f"{s[k]:+10.5f}" for k in keys))
         return 0
     if trainer.rank == 0:
         cfg = trainer.cfg
