@@ -107,6 +107,12 @@ def test_per_step_validation_report(tmp_path, mode):
         telescoped = (d(torch.cat([img, final], 1)) - d(torch.cat([img, torch.zeros_like(final)], 1))).mean()
     assert sum(s["r_bg"] for s in steps) == pytest.approx(float(telescoped), rel=1e-4, abs=1e-5)
     assert ("r_focus" in steps[0]) == (mode == "sg")
+    # the realised return: 0 after the last step, discount * (r + return) before it (means are linear)
+    assert steps[-1]["return"] == 0
+    for t in range(len(steps) - 1):
+        expect = tr.cfg.discount * (steps[t + 1]["total"] + steps[t + 1]["return"])
+        assert steps[t]["return"] == pytest.approx(expect, rel=1e-4, abs=1e-6)
+    assert all(s["|q-return|"] >= abs(s["q"] - s["return"]) - 1e-6 for s in steps)
 
 
 def test_per_step_cli(tmp_path, capsys):

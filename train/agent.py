@@ -283,8 +283,9 @@ class Trainer:
     # -- validation -------------------------------------------------------------------------
     @torch.no_grad()
     def validate(self, per_step: list | None = None) -> dict:
-        """Validation figures; per_step (a list) gets one dict per step: mean L2 after it and mean
-        reward terms of it, over all validation images."""
+        """Validation figures; per_step (a list) gets one dict per step, means over the validation
+        images: L2 after the step, its reward terms, the critic's Q of it ("q") and the discounted
+        return that actually followed it in the episode ("return"), and |q - return|."""
         cfg, env = self.cfg, self.val_env
         val_ids = self.data.val_ids
         l2s, fgs, ref = [], [], {"empty": [], "mean_fill": []}
@@ -292,6 +293,7 @@ class Trainer:
         for e in range(cfg.validate_episodes):
             ids = val_ids[(torch.arange(env.batch, device=val_ids.device) + e * env.batch) % len(val_ids)]
             env.reset(ids)
+            totals, qs = [], []
             for t in range(cfg.max_step):
                 before, after, _ = env.step(self.agent.act(env.canvas, env.targets, t))
                 if per_step is not None:
@@ -299,8 +301,17 @@ class Trainer:
                         c0, c1 = before.float() / 255, after.float() / 255
                         terms = self.agent.rewards(c0, c1, env.targets)
                         terms["l2"] = ((c1 - env.targets["image"]) ** 2).flatten(1).mean(1)
+                        step = torch.full((env.batch,), t, device=c0.device)
+                        qs.append(self.agent.value(c0, c1, env.targets, step).view(-1))
+                        totals.append(terms["total"].view(-1))
                     for k, v in terms.items():
                         sums[t][k] = sums[t].get(k, 0.0) + float(v.sum())
+            if per_step is not None:  # the return after step t: discount * (r_t+1 + return after t+1)
+                ret = torch.zeros_like(totals[-1])
+                for t in range(cfg.max_step - 1, -1, -1):
+                    for k, v in (("q", qs[t]), ("return", ret), ("|q-return|", (qs[t] - ret).abs())):
+                        sums[t][k] = sums[t].get(k, 0.0) + float(v.sum())
+                    ret = cfg.discount * (totals[t] + ret)
             img, mask = env.targets["image"], env.targets["mask"]
             l2, fg = l2_metrics(img, env.canvas.float() / 255, mask)
             l2s.append(l2), fgs.append(fg)
@@ -392,9 +403,9 @@ class Trainer:
 
 
 def run(args):
-    trainer = Trainer(args)
     if args.per_step and not args.validate_only:
         raise SystemExit("sgfast train-agent: --per-step needs --validate-only")
+    trainer = Trainer(args)
     if args.validate_only:
         steps = [] if args.per_step else None
         v = trainer.validate(steps)

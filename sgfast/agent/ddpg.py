@@ -65,10 +65,15 @@ class DDPG:
         """(Q + r, reward terms, Q) for action on C_t; all [B, 1]."""
         canvas1 = self.painter(canvas0, action, targets["mask"])
         terms = self.rewards(canvas0, canvas1, targets)
+        q = self.value(canvas0, canvas1, targets, step, target)
+        return q + terms["total"], terms, q
+
+    def value(self, canvas0, canvas1, targets, step, target=False):
+        """The critic's Q [B, 1] of the step C_t -> C_t+1 (step = t, [B]): its estimate of the
+        discounted return of the steps after it."""
         t_frac = (step.float() + 1) / self.cfg.max_step
         critic = self.critic_target if target else self.critic
-        q = critic(critic_input(canvas0, canvas1, targets, t_frac, self.coords, self.mode))
-        return q + terms["total"], terms, q
+        return critic(critic_input(canvas0, canvas1, targets, t_frac, self.coords, self.mode))
 
     def set_lr(self, env_steps: int):
         phase = sum(env_steps >= b for b in self.cfg.lr_boundaries)
