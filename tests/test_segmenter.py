@@ -420,3 +420,38 @@ def test_cli_zoom_pass_trains_with_mixed_batches(birds, tmp_path):
         _cli(birds, tmp_path, "--zoom-pass", "0.5", "--steps", "1")
     with pytest.raises(SystemExit, match="zoom-fraction"):
         _cli(birds, tmp_path, "--zoom-pass", "1.5", "--zoom-fraction", "2", "--steps", "1")
+
+
+def test_flip_average_is_the_mean_of_both_mirror_predictions_and_roundtrips(tmp_path):
+    """flip_average: predict is the mean of the image's and its mirror image's (flipped back)
+    predictions, so mirroring the input mirrors the output exactly; the flag travels in the file
+    and older files load with it off."""
+    from dataclasses import replace
+
+    from sgfast.models.segmenter import flip_boxes, two_pass
+    torch.manual_seed(6)
+    cfg = SegmenterConfig(size=32, widths=(8, 12, 16), refine_margin=1.5, flip_average=True)
+    m = Segmenter(cfg).eval()
+    x = torch.rand(2, 3, 32, 32)
+    prob, box = predict(m, x)
+    with torch.no_grad():
+        p1, b1, *_ = two_pass(m, x, (32, 32), 1.5, 0.25)
+        p2, b2, *_ = two_pass(m, x.flip(-1), (32, 32), 1.5, 0.25)
+    torch.testing.assert_close(prob, (p1 + p2.flip(-1)) / 2)
+    torch.testing.assert_close(box, (b1 + flip_boxes(b2)) / 2)
+    prob_m, box_m = predict(m, x.flip(-1))
+    torch.testing.assert_close(prob_m, prob.flip(-1))
+    torch.testing.assert_close(box_m, flip_boxes(box))
+    m.config = replace(cfg, flip_average=False)  # without it the network is not symmetric
+    assert not torch.allclose(predict(m, x.flip(-1))[0], predict(m, x)[0].flip(-1), atol=1e-4)
+    w = tmp_path / "flip.pt"
+    save_weights_fp16(w, m.state_dict(), {"kind": "segmenter", "config": cfg.to_dict()})
+    assert load_segmenter(w)[0].config.flip_average is True
+    old = {k: v for k, v in cfg.to_dict().items() if k != "flip_average"}
+    assert SegmenterConfig.from_dict(old).flip_average is False
+
+
+def test_cli_flip_average_is_stored(birds, tmp_path):
+    w = tmp_path / "flip.pt"
+    assert _cli(birds, tmp_path / "fl", "--flip-average", "--steps", "1", "--export", str(w)) == 0
+    assert load_segmenter(w)[0].config.flip_average is True

@@ -50,6 +50,9 @@ def configure(parser):
                              "the weights); training mixes such windows into the batches")
     parser.add_argument("--zoom-min-side", type=float, default=None, metavar="F",
                         help="smallest zoom window, as a fraction of the image side (default 0.25)")
+    parser.add_argument("--flip-average", action="store_true",
+                        help="predict (and so the test figures) averages the image's and its "
+                             "mirror image's masks and boxes (stored in the weights; 2x the cost)")
     parser.add_argument("--zoom-fraction", type=float, default=0.5,
                         help="share of each batch replaced by zoomed windows (default 0.5)")
     parser.add_argument("--zoom-jitter", type=float, default=0.1,
@@ -147,6 +150,8 @@ def run(args):
             config = replace(config, refine_margin=args.zoom_pass)
         if args.zoom_min_side is not None:
             config = replace(config, refine_min_side=args.zoom_min_side)
+        if args.flip_average:
+            config = replace(config, flip_average=True)
         init_state = init_model.state_dict()
     else:
         try:
@@ -159,7 +164,8 @@ def run(args):
                                  thin_top=args.thin_top, box_level=args.box_level,
                                  refine_margin=args.zoom_pass or 0.0,
                                  refine_min_side=(0.25 if args.zoom_min_side is None
-                                                  else args.zoom_min_side))
+                                                  else args.zoom_min_side),
+                                 flip_average=args.flip_average)
         if not 0 <= args.box_level < len(widths):
             raise SystemExit(f"sgfast: --box-level must be in [0, {len(widths) - 1}] for "
                              f"--widths {args.widths}, got {args.box_level}")

@@ -55,6 +55,9 @@ class SegmenterConfig:
     # box's longer side, at least refine_min_side (normalised). 0 = one pass (older files).
     refine_margin: float = 0.0
     refine_min_side: float = 0.25
+    # predict averages the prediction of the image and of its mirror image (flipped back): the
+    # probabilities and the boxes. Twice the cost; the network's errors are not symmetric.
+    flip_average: bool = False
 
     @property
     def input_size(self):
@@ -71,15 +74,16 @@ class SegmenterConfig:
         if "widths" in d:
             d["widths"] = tuple(int(w) for w in d["widths"])
         fields = ("size", "widths", "input_scale", "thin_top", "box_level", "refine_margin",
-                  "refine_min_side")
+                  "refine_min_side", "flip_average")
         unknown = sorted(set(d) - set(fields))
         if unknown:
             # A file written by a newer sgfast: building without these would be a different net.
             raise ValueError(f"segmenter config has unknown fields {unknown} (written by a newer "
                              f"sgfast?); this version knows {list(fields)}")
         known = {k: d[k] for k in fields if k in d}
-        if "thin_top" in known:
-            known["thin_top"] = bool(known["thin_top"])
+        for k in ("thin_top", "flip_average"):
+            if k in known:
+                known[k] = bool(known[k])
         for k in ("size", "input_scale", "box_level"):
             if k in known:
                 known[k] = int(known[k])
@@ -353,14 +357,25 @@ def predict(model, images, out_size=None):
 
     Returns (soft mask [B, 1, out, out] in [0, 1], boxes [B, 4] normalised (x, y, w, h)); out_size
     defaults to the input side. Boxes are normalised, so they do not depend on the resizing. With
-    config.refine_margin > 0 both come from the zoomed second pass (two_pass).
+    config.refine_margin > 0 both come from the zoomed second pass (two_pass); with
+    config.flip_average they are the mean of the image's and its mirror image's predictions.
     """
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"predict: images must be [B, 3, H, W], got {tuple(images.shape)}")
     out_hw = tuple(images.shape[-2:]) if out_size is None else (out_size, out_size)
     cfg = model.config
     prob, box, *_ = two_pass(model, images, out_hw, cfg.refine_margin, cfg.refine_min_side)
+    if cfg.flip_average:
+        prob_f, box_f, *_ = two_pass(model, images.flip(-1), out_hw, cfg.refine_margin,
+                                     cfg.refine_min_side)
+        prob = (prob + prob_f.flip(-1)) / 2
+        box = (box + flip_boxes(box_f)) / 2
     return prob, box
+
+
+def flip_boxes(boxes):
+    """Boxes (x, y, w, h) of a horizontally flipped image: x becomes 1 - x - w."""
+    return torch.cat([1 - boxes[:, :1] - boxes[:, 2:3], boxes[:, 1:]], 1)
 
 
 def load_segmenter(path, map_location="cpu"):
