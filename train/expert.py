@@ -244,66 +244,44 @@ def run(args):
     ckpt_path = os.path.join(args.out, common.CHECKPOINT_NAME)
     writer = common.make_writer(args.log_dir)
 
-    def checkpoint():
+    def checkpoint(step):
         common.save_training_state(ckpt_path, "expert", model, opt, step, total, config.to_dict(),
                                    order, {"peak_lr": peak_lr, "box_jitter": jitter,
                                            "image_size": image_size, "blur": blur,
                                            "blur_sigma": list(blur_sigma)})
 
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=total, initial=step, desc="expert", dynamic_ncols=True)
+    def train_step(step):
+        idx = order.next()
+        x = common.to_float(train["images"][idx])
+        m = common.to_float(train["masks"][idx])
+        b = train["boxes"][idx]
+        x, m, b = flip(x, m, b, torch.rand(len(idx)) < 0.5)
+        b = jitter_boxes(b, jitter)
+        inp = expert_input(x.to(device), m.to(device), b.to(device), config.crop)
+        if blur > 0:
+            pick = torch.rand(len(idx)) < blur
+            sigma = torch.where(pick, torch.empty(len(idx)).uniform_(*blur_sigma),
+                                torch.zeros(len(idx)))
+            inp = gaussian_blur(inp, sigma.to(device))
+        inp = inp.contiguous(memory_format=memory_format)
+        y = train["labels"][idx].to(device)
+        lr = common.cosine_lr(step, total, peak_lr)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        logits = model(inp)
+        loss = F.cross_entropy(logits, y, label_smoothing=0.05)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return {"loss": loss.detach(), "accuracy": (logits.detach().argmax(1) == y).float().mean(), "lr": lr}
+
     model.train()
     t0 = time.time()
-    stopped = False
-    with common.StopFlag() as flag:
-        while step < total:
-            idx = order.next()
-            x = common.to_float(train["images"][idx])
-            m = common.to_float(train["masks"][idx])
-            b = train["boxes"][idx]
-            x, m, b = flip(x, m, b, torch.rand(len(idx)) < 0.5)
-            b = jitter_boxes(b, jitter)
-            inp = expert_input(x.to(device), m.to(device), b.to(device), config.crop)
-            if blur > 0:
-                pick = torch.rand(len(idx)) < blur
-                sigma = torch.where(pick, torch.empty(len(idx)).uniform_(*blur_sigma),
-                                    torch.zeros(len(idx)))
-                inp = gaussian_blur(inp, sigma.to(device))
-            inp = inp.contiguous(memory_format=memory_format)
-            y = train["labels"][idx].to(device)
-            lr = common.cosine_lr(step, total, peak_lr)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            logits = model(inp)
-            loss = F.cross_entropy(logits, y, label_smoothing=0.05)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            if bar:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}")
-            if writer and (step % 10 == 0 or step == total):
-                writer.add_scalar("train/loss", loss.item(), step)
-                writer.add_scalar("train/accuracy", (logits.argmax(1) == y).float().mean().item(), step)
-                writer.add_scalar("train/lr", lr, step)
-            if args.eval_every and step % args.eval_every == 0 and step < total:
-                acc = accuracy(model, test, device)
-                if writer:
-                    writer.add_scalar("test/accuracy", acc, step)
-            if args.ckpt_every and step % args.ckpt_every == 0:
-                checkpoint()
-            if flag.stop:
-                stopped = True
-                break
-    if bar:
-        bar.close()
-    checkpoint()
+    step, stopped = common.training_loop(
+        step, total, train_step, checkpoint, desc="expert", progress=progress, writer=writer,
+        eval_every=args.eval_every, ckpt_every=args.ckpt_every,
+        test_metrics=lambda: {"accuracy": accuracy(model, test, device)}, ckpt_path=ckpt_path)
     if stopped:
-        print(f"sgfast: stopped at step {step}/{total}; checkpoint {ckpt_path} (use --resume)",
-              file=sys.stderr)
         return 130
     train_seconds = round(time.time() - t0, 1)
     metrics = {"accuracy": accuracy(model, test, device), "test_images": int(test["images"].shape[0])}

@@ -212,65 +212,40 @@ def run(args):
     ckpt_path = os.path.join(args.out, common.CHECKPOINT_NAME)
     writer = common.make_writer(args.log_dir)
 
-    def checkpoint():
+    def checkpoint(step):
         common.save_training_state(ckpt_path, "segmenter", model, opt, step, total,
                                    config.to_dict(), order, {"peak_lr": peak_lr})
 
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=total, initial=step, desc="segmenter", dynamic_ncols=True)
+    def train_step(step):
+        idx = order.next()
+        x = common.to_float(train["images"][idx])
+        m = common.to_float(train["masks"][idx])
+        b = train["boxes"][idx]
+        x, m, b = flip_batch(x, m, b, torch.rand(len(idx)) < 0.5)
+        if config.refine_margin:
+            # The batch's first zoom_fraction become windows (the order is already random).
+            k = round(args.zoom_fraction * len(idx))
+            if k:
+                zx, zm, zb = zoom_batch(x[:k], m[:k], b[:k], config.refine_margin,
+                                        config.refine_min_side, args.zoom_jitter)
+                x, m, b = torch.cat([zx, x[k:]]), torch.cat([zm, m[k:]]), torch.cat([zb, b[k:]])
+        x, m, b = x.to(device).contiguous(memory_format=memory_format), m.to(device), b.to(device)
+        lr = common.cosine_lr(step, total, peak_lr)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        loss, parts = segmenter_loss(model(x), m, b)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return {"loss": loss.detach(), "lr": lr, **parts}
+
     model.train()
     t0 = time.time()
-    stopped = False
-    with common.StopFlag() as flag:
-        while step < total:
-            idx = order.next()
-            x = common.to_float(train["images"][idx])
-            m = common.to_float(train["masks"][idx])
-            b = train["boxes"][idx]
-            x, m, b = flip_batch(x, m, b, torch.rand(len(idx)) < 0.5)
-            if config.refine_margin:
-                # The batch's first zoom_fraction become windows (the order is already random).
-                k = round(args.zoom_fraction * len(idx))
-                if k:
-                    zx, zm, zb = zoom_batch(x[:k], m[:k], b[:k], config.refine_margin,
-                                            config.refine_min_side, args.zoom_jitter)
-                    x, m, b = torch.cat([zx, x[k:]]), torch.cat([zm, m[k:]]), torch.cat([zb, b[k:]])
-            x, m, b = x.to(device).contiguous(memory_format=memory_format), m.to(device), b.to(device)
-            lr = common.cosine_lr(step, total, peak_lr)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            out = model(x)
-            loss, parts = segmenter_loss(out, m, b)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            if bar:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.4f}")
-            if writer and (step % 10 == 0 or step == total):
-                writer.add_scalar("train/loss", loss.item(), step)
-                writer.add_scalar("train/lr", lr, step)
-                for k, v in parts.items():
-                    writer.add_scalar(f"train/{k}", v.item(), step)
-            if args.eval_every and step % args.eval_every == 0 and step < total:
-                metrics = evaluate(model, test, device)
-                if writer:
-                    for k, v in metrics.items():
-                        writer.add_scalar(f"test/{k}", v, step)
-            if args.ckpt_every and step % args.ckpt_every == 0:
-                checkpoint()
-            if flag.stop:
-                stopped = True
-                break
-    if bar:
-        bar.close()
-    checkpoint()
+    step, stopped = common.training_loop(
+        step, total, train_step, checkpoint, desc="segmenter", progress=progress, writer=writer,
+        eval_every=args.eval_every, ckpt_every=args.ckpt_every,
+        test_metrics=lambda: evaluate(model, test, device), ckpt_path=ckpt_path)
     if stopped:
-        print(f"sgfast: stopped at step {step}/{total}; checkpoint {ckpt_path} (use --resume)",
-              file=sys.stderr)
         return 130
     metrics = evaluate(model, test, device)
     metrics["train_seconds"] = round(time.time() - t0, 1)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import sys
 import time
 
 import torch
@@ -225,6 +226,45 @@ class StopFlag:
     def __exit__(self, *exc):
         for sig, old in self._old.items():
             signal.signal(sig, old)
+
+
+def training_loop(step, total, train_step, checkpoint, *, desc, progress, writer, eval_every, ckpt_every,
+                  test_metrics, ckpt_path):
+    """The loop both trainers share: steps `step`..`total` of train_step(step) -> {"loss": tensor,
+    other scalars}, a progress bar, TensorBoard scalars every 10 steps, test_metrics() every
+    eval_every steps, checkpoint(step) every ckpt_every steps and at the end, and Ctrl-C / SIGTERM
+    stopping between steps. Returns (step, stopped); a stopped run has said how to resume."""
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=total, initial=step, desc=desc, dynamic_ncols=True)
+    stopped = False
+    with StopFlag() as flag:
+        while step < total:
+            scalars = train_step(step)
+            step += 1
+            if bar:
+                bar.update(1)
+                bar.set_postfix(loss=f"{float(scalars['loss']):.4f}")
+            if writer and (step % 10 == 0 or step == total):
+                for k, v in scalars.items():
+                    writer.add_scalar(f"train/{k}", float(v), step)
+            if eval_every and step % eval_every == 0 and step < total:
+                metrics = test_metrics()
+                if writer:
+                    for k, v in metrics.items():
+                        writer.add_scalar(f"test/{k}", v, step)
+            if ckpt_every and step % ckpt_every == 0:
+                checkpoint(step)
+            if flag.stop:
+                stopped = True
+                break
+    if bar:
+        bar.close()
+    checkpoint(step)
+    if stopped:
+        print(f"sgfast: stopped at step {step}/{total}; checkpoint {ckpt_path} (use --resume)", file=sys.stderr)
+    return step, stopped
 
 
 def make_writer(log_dir):
