@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
+from sgfast.device import pick_device
 from sgfast.io import save_weights_fp16
 from sgfast.models.expert import Expert, ExpertConfig, expert_input
 from train import semantic_common as common
@@ -163,7 +163,7 @@ def run(args):
     if not 0 <= args.blur <= 1:
         raise SystemExit(f"sgfast: --blur must be in [0, 1], got {args.blur}")
     blur_lo, blur_hi = parse_range(args.blur_sigma, "--blur-sigma")
-    device = common.pick_device(args.device)
+    device = pick_device(args.device)
     segmenter = None
     if args.segmenter:
         from sgfast.models.segmenter import load_segmenter
@@ -216,32 +216,19 @@ def run(args):
     if bad >= config.num_classes or int(min(train["labels"].min(), test["labels"].min())) < 0:
         raise SystemExit(f"sgfast: labels must be in [0, {config.num_classes}), found {bad}")
 
-    n = train["images"].shape[0]
-    total = common.total_steps(args, n) if (not ckpt or args.steps is not None) else ckpt["total_steps"]
-    batch_size = min(args.batch_size, n)
-    model = Expert(config).to(device)
+    model = Expert(config)
     if init_state is not None:
         model.load_state_dict(init_state)
-    memory_format = common.conv_memory_format(device)
-    model = model.to(memory_format=memory_format)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    order = common.BatchOrder(n, batch_size, args.seed)
-    step = 0
+    s = common.setup_training(model, args, train["images"].shape[0], ckpt, rpath, device)
+    model, opt, order, step, total = s.model, s.opt, s.order, s.step, s.total
+    batch_size, memory_format, ckpt_path = s.batch_size, s.memory_format, s.ckpt_path
     peak_lr, jitter = args.lr, args.box_jitter
     blur, blur_sigma = args.blur, (blur_lo, blur_hi)
-    if ckpt:
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        order.load_state_dict(ckpt["order"])
-        torch.set_rng_state(ckpt["rng"])
-        step = int(ckpt["step"])
+    if ckpt:  # the resumed run's own settings
         peak_lr = float(ckpt.get("peak_lr", args.lr))
         jitter = float(ckpt.get("box_jitter", args.box_jitter))
         blur = float(ckpt.get("blur", 0.0))
         blur_sigma = tuple(float(v) for v in ckpt.get("blur_sigma", blur_sigma))
-        print(f"sgfast: resumed {rpath} at step {step}/{total}", file=sys.stderr)
-    os.makedirs(args.out, exist_ok=True)
-    ckpt_path = os.path.join(args.out, common.CHECKPOINT_NAME)
     writer = common.make_writer(args.log_dir)
 
     def checkpoint(step):

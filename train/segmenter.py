@@ -12,11 +12,11 @@ mean box IoU); the figures go into the checkpoint and the exported weights' meta
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 import torch
 
+from sgfast.device import pick_device
 from sgfast.io import save_weights_fp16
 from sgfast.models.segmenter import (Segmenter, SegmenterConfig, box_iou, crop_windows,
                                      image_box_to_window, mask_iou, predict, segmenter_loss,
@@ -127,7 +127,7 @@ def run(args):
         torch.set_num_threads(args.threads)
     if args.batch_size < 1:
         raise SystemExit(f"sgfast: --batch-size must be >= 1, got {args.batch_size}")
-    device = common.pick_device(args.device)
+    device = pick_device(args.device)
     ckpt = init_state = None
     rpath = common.resume_path(args)
     if rpath:
@@ -186,30 +186,13 @@ def run(args):
     progress = not args.no_progress
     train = load_data(args.dataset, "train", config, args.limit, progress)
     test = load_data(args.dataset, "test", config, args.limit, progress)
-    n = train["images"].shape[0]
-    total = common.total_steps(args, n) if (not ckpt or args.steps is not None) else ckpt["total_steps"]
-    batch_size = min(args.batch_size, n)
-
-    model = Segmenter(config).to(device)
+    model = Segmenter(config)
     if init_state is not None:
         model.load_state_dict(init_state)
-    memory_format = common.conv_memory_format(device)
-    model = model.to(memory_format=memory_format)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    order = common.BatchOrder(n, batch_size, args.seed)
-    step = 0
-    if ckpt:
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        order.load_state_dict(ckpt["order"])
-        torch.set_rng_state(ckpt["rng"])
-        step = int(ckpt["step"])
-        peak_lr = float(ckpt.get("peak_lr", args.lr))
-        print(f"sgfast: resumed {rpath} at step {step}/{total}", file=sys.stderr)
-    else:
-        peak_lr = args.lr
-    os.makedirs(args.out, exist_ok=True)
-    ckpt_path = os.path.join(args.out, common.CHECKPOINT_NAME)
+    s = common.setup_training(model, args, train["images"].shape[0], ckpt, rpath, device)
+    model, opt, order, step, total = s.model, s.opt, s.order, s.step, s.total
+    batch_size, memory_format, ckpt_path = s.batch_size, s.memory_format, s.ckpt_path
+    peak_lr = float(ckpt.get("peak_lr", args.lr)) if ckpt else args.lr
     writer = common.make_writer(args.log_dir)
 
     def checkpoint(step):

@@ -11,6 +11,7 @@ steps, so --resume continues the same stream of batches.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import signal
@@ -19,7 +20,6 @@ import time
 
 import torch
 
-from sgfast.device import pick_device  # noqa: F401  (the trainers call common.pick_device)
 from sgfast.io import load_checkpoint, save_checkpoint
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -226,6 +226,41 @@ class StopFlag:
     def __exit__(self, *exc):
         for sig, old in self._old.items():
             signal.signal(sig, old)
+
+
+@dataclasses.dataclass
+class TrainingSetup:
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    order: "BatchOrder"
+    step: int
+    total: int
+    batch_size: int
+    memory_format: torch.memory_format
+    ckpt_path: str
+
+
+def setup_training(model, args, n_train, ckpt, ckpt_source, device) -> TrainingSetup:
+    """What both trainers set up the same way: the model on the device in the convolutions' memory
+    format, AdamW, the batch order, the step count; all restored from `ckpt` when resuming
+    (weights, optimiser, order, RNG, step). Creates the output folder."""
+    total = total_steps(args, n_train) if (not ckpt or args.steps is not None) else ckpt["total_steps"]
+    batch_size = min(args.batch_size, n_train)
+    memory_format = conv_memory_format(device)
+    model = model.to(device).to(memory_format=memory_format)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    order = BatchOrder(n_train, batch_size, args.seed)
+    step = 0
+    if ckpt:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        order.load_state_dict(ckpt["order"])
+        torch.set_rng_state(ckpt["rng"])
+        step = int(ckpt["step"])
+        print(f"sgfast: resumed {ckpt_source} at step {step}/{total}", file=sys.stderr)
+    os.makedirs(args.out, exist_ok=True)
+    return TrainingSetup(model, opt, order, step, total, batch_size, memory_format,
+                         os.path.join(args.out, CHECKPOINT_NAME))
 
 
 def training_loop(step, total, train_step, checkpoint, *, desc, progress, writer, eval_every, ckpt_every,
