@@ -279,12 +279,7 @@ def run(args):
         metrics["gbp_part_concentration"] = gbp_concentration(model, test, device, args.gbp_images)
     metrics["train_seconds"] = train_seconds
     metrics["steps"] = step
-    if writer:
-        for k, v in metrics.items():
-            writer.add_scalar(f"test/{k}", v, step)
-        writer.close()
-    print("test: " + " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-                              for k, v in metrics.items()))
+    common.report_test(metrics, writer, step)
     if args.export:
         meta = {"kind": "expert", "config": config.to_dict(), "test_metrics": metrics,
                 "image_size": image_size, "dataset": os.path.abspath(args.dataset), "steps": step,

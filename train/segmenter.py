@@ -233,12 +233,7 @@ def run(args):
     metrics = evaluate(model, test, device)
     metrics["train_seconds"] = round(time.time() - t0, 1)
     metrics["steps"] = step
-    if writer:
-        for k, v in metrics.items():
-            writer.add_scalar(f"test/{k}", v, step)
-        writer.close()
-    print("test: " + " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-                              for k, v in metrics.items()))
+    common.report_test(metrics, writer, step)
     if args.export:
         meta = {"kind": "segmenter", "config": config.to_dict(), "test_metrics": metrics,
                 "dataset": os.path.abspath(args.dataset), "steps": step,

@@ -302,6 +302,16 @@ def training_loop(step, total, train_step, checkpoint, *, desc, progress, writer
     return step, stopped
 
 
+def report_test(metrics, writer, step):
+    """The final test figures: printed as one "test: k=v ..." line and, with a writer, as scalars."""
+    if writer:
+        for k, v in metrics.items():
+            writer.add_scalar(f"test/{k}", v, step)
+        writer.close()
+    print("test: " + " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                              for k, v in metrics.items()))
+
+
 def make_writer(log_dir):
     if not log_dir:
         return None
