@@ -102,14 +102,6 @@ def parse_range(text, name):
     return lo, hi
 
 
-def flip(images, masks, boxes, which):
-    images = torch.where(which.view(-1, 1, 1, 1), images.flip(-1), images)
-    masks = torch.where(which.view(-1, 1, 1, 1), masks.flip(-1), masks)
-    boxes = boxes.clone()
-    boxes[:, 0] = torch.where(which, 1 - boxes[:, 0] - boxes[:, 2], boxes[:, 0])
-    return images, masks, boxes
-
-
 @torch.no_grad()
 def accuracy(model, data, device, masks=None, boxes=None, batch_size=128):
     """Top-1 accuracy on the split, with the given (predicted) masks/boxes or the true ones."""
@@ -238,11 +230,7 @@ def run(args):
                                            "blur_sigma": list(blur_sigma)})
 
     def train_step(step):
-        idx = order.next()
-        x = common.to_float(train["images"][idx])
-        m = common.to_float(train["masks"][idx])
-        b = train["boxes"][idx]
-        x, m, b = flip(x, m, b, torch.rand(len(idx)) < 0.5)
+        idx, x, m, b = common.draw_batch(train, order)
         b = jitter_boxes(b, jitter)
         inp = expert_input(x.to(device), m.to(device), b.to(device), config.crop)
         if blur > 0:
@@ -252,14 +240,9 @@ def run(args):
             inp = gaussian_blur(inp, sigma.to(device))
         inp = inp.contiguous(memory_format=memory_format)
         y = train["labels"][idx].to(device)
-        lr = common.cosine_lr(step, total, peak_lr)
-        for g in opt.param_groups:
-            g["lr"] = lr
         logits = model(inp)
         loss = F.cross_entropy(logits, y, label_smoothing=0.05)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        lr = common.optimiser_step(opt, loss, common.cosine_lr(step, total, peak_lr))
         return {"loss": loss.detach(), "accuracy": (logits.detach().argmax(1) == y).float().mean(), "lr": lr}
 
     model.train()

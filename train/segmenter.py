@@ -60,15 +60,6 @@ def configure(parser):
                              "window is cut, like pass 1's box errors (default 0.1)")
 
 
-def flip_batch(images, masks, boxes, flip):
-    """Horizontally flip the selected samples; x of a box becomes 1 - x - w."""
-    images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
-    masks = torch.where(flip.view(-1, 1, 1, 1), masks.flip(-1), masks)
-    boxes = boxes.clone()
-    boxes[:, 0] = torch.where(flip, 1 - boxes[:, 0] - boxes[:, 2], boxes[:, 0])
-    return images, masks, boxes
-
-
 def zoom_batch(images, masks, boxes, margin, min_side, jitter, generator=None):
     """Windows around jittered true boxes, as predict's pass 2 cuts around pass 1's box: images
     at the input size, masks at the output size, boxes in window coordinates (clipped to it).
@@ -200,11 +191,7 @@ def run(args):
                                    config.to_dict(), order, {"peak_lr": peak_lr})
 
     def train_step(step):
-        idx = order.next()
-        x = common.to_float(train["images"][idx])
-        m = common.to_float(train["masks"][idx])
-        b = train["boxes"][idx]
-        x, m, b = flip_batch(x, m, b, torch.rand(len(idx)) < 0.5)
+        idx, x, m, b = common.draw_batch(train, order)
         if config.refine_margin:
             # The batch's first zoom_fraction become windows (the order is already random).
             k = round(args.zoom_fraction * len(idx))
@@ -213,13 +200,8 @@ def run(args):
                                         config.refine_min_side, args.zoom_jitter)
                 x, m, b = torch.cat([zx, x[k:]]), torch.cat([zm, m[k:]]), torch.cat([zb, b[k:]])
         x, m, b = x.to(device).contiguous(memory_format=memory_format), m.to(device), b.to(device)
-        lr = common.cosine_lr(step, total, peak_lr)
-        for g in opt.param_groups:
-            g["lr"] = lr
         loss, parts = segmenter_loss(model(x), m, b)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        lr = common.optimiser_step(opt, loss, common.cosine_lr(step, total, peak_lr))
         return {"loss": loss.detach(), "lr": lr, **parts}
 
     model.train()

@@ -189,6 +189,33 @@ class BatchOrder:
         self.pos = int(s["pos"])
 
 
+def optimiser_step(opt, loss, lr):
+    """One update of `loss` at learning rate `lr` (the schedule's value for this step); returns lr."""
+    for g in opt.param_groups:
+        g["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return lr
+
+
+def flip_batch(images, masks, boxes, which):
+    """Horizontally flip the samples selected by `which` [B] bool; x of a box becomes 1 - x - w."""
+    images = torch.where(which.view(-1, 1, 1, 1), images.flip(-1), images)
+    masks = torch.where(which.view(-1, 1, 1, 1), masks.flip(-1), masks)
+    boxes = boxes.clone()
+    boxes[:, 0] = torch.where(which, 1 - boxes[:, 0] - boxes[:, 2], boxes[:, 0])
+    return images, masks, boxes
+
+
+def draw_batch(data, order):
+    """The next training batch of a split (load_split): (indices, images and masks as float in
+    [0, 1], boxes), each sample flipped horizontally with probability 1/2."""
+    idx = order.next()
+    x, m = to_float(data["images"][idx]), to_float(data["masks"][idx])
+    return (idx, *flip_batch(x, m, data["boxes"][idx], torch.rand(len(idx)) < 0.5))
+
+
 def total_steps(args, n_train):
     if args.steps is not None:
         if args.steps < 1:
