@@ -323,14 +323,14 @@ def _paint_batch(models: Models, targets, sem, steps, frames_per, canvas0=None, 
     """Paint one batch. targets [B, 3, S, S]; sem: per image (masks [M,S,S], boxes, gbp).
     canvas0, layers0 = (fg, bg), t0: continue a painting (--divide). bg_gate: what the background
     strokes keep off with several instances: "union" (every instance) or "chosen" (only the step's)."""
-    from sgfast.agent.env import Painter, actor_input, coord_channels, to_uint8
+    from sgfast.agent.env import actor_input, coord_channels, to_uint8
 
     dev, mode, size = models.device, models.mode, models.size
     meta = models.meta
     b = targets.shape[0]
     k = meta["strokes_bg"] + meta["strokes_fg"]
     bg = meta["strokes_bg"] if mode == "sg" else k
-    painter = Painter(models.renderer, models.ops, mode, meta["strokes_bg"])
+    layer = torch.arange(k, device=dev) >= bg if mode == "sg" else None  # bg strokes first, then fg
     coords = coord_channels(size, dev)
     targets = targets.to(dev)
     canvas = torch.zeros(b, 3, size, size, device=dev) if canvas0 is None else canvas0.to(dev)  # --divide
@@ -345,7 +345,7 @@ def _paint_batch(models: Models, targets, sem, steps, frames_per, canvas0=None, 
     union = (torch.stack([m.amax(0) for m in all_masks])[:, None]
              if mode == "sg" and bg_gate == "union" and any(m.shape[0] > 1 for m in all_masks) else None)
     actions, chosen, frames = [], [], [[_to_u8_image(canvas[i])] for i in range(b)]
-    fg_flags = torch.ones(k, dtype=torch.bool, device=dev)
+    frames_op = _frames_op(models.ops.name)
     for t in range(steps):
         if mode == "sg":
             u = select_instances(targets, canvas, all_masks)  # Eq. 16, from this step's canvas
@@ -355,35 +355,33 @@ def _paint_batch(models: Models, targets, sem, steps, frames_per, canvas0=None, 
             obs = {"image": targets, "mask": mask, "gbp": gbp}
             bg_mask = mask if union is None else union
         else:
-            mask, obs = None, {"image": targets}
+            mask = bg_mask = None
+            obs = {"image": targets}
         t_frac = torch.full((b,), (t0 + t) / meta["max_step"], device=dev)
         action = models.actor(actor_input(canvas, obs, t_frac, coords, mode))
         actions.append(action.cpu())
         a = action.view(b, k, 13)
         alpha = models.renderer(a.reshape(b * k, 13)[:, :10]).view(b, k, size, size)
         color = a[..., 10:].contiguous()
+        # The strokes in runs sharing one mask: all K under S_u (Eq. 3-4 in one pass), or with the
+        # union the bg strokes under it (Eq. 3) and then the fg strokes under S_u (Eq. 4).
+        runs = ([(slice(0, k), mask)] if bg_mask is mask else [(slice(0, bg), bg_mask), (slice(bg, k), mask)])
+        part = lambda x, sl: None if x is None else x[:, sl].contiguous()  # noqa: E731
         if frames_per == "stroke":
-            layer = painter.layer(k, dev) if mode == "sg" else None
-            if union is None:
-                fr = _frames_op(models.ops.name)(canvas, alpha, color, mask, layer)
-            else:  # the bg strokes' frames under the union, then the fg strokes' under S_u
-                fb = _frames_op(models.ops.name)(canvas, alpha[:, :bg].contiguous(), color[:, :bg].contiguous(),
-                                                  bg_mask, layer[:bg])
-                ff = _frames_op(models.ops.name)(fb[:, -1].contiguous(), alpha[:, bg:].contiguous(),
-                                                  color[:, bg:].contiguous(), mask, layer[bg:])
-                fr = torch.cat([fb, ff], 1)
-        if union is None:
-            canvas = to_uint8(painter(canvas, action, mask)).float() / 255
-        else:  # Eq. 3 under 1 - (union of the instances), then Eq. 4 under S_u
-            c = models.ops.composite(canvas, alpha[:, :bg].contiguous(), color[:, :bg].contiguous(), bg_mask,
-                                     ~fg_flags[:bg])
-            c = models.ops.composite(c, alpha[:, bg:].contiguous(), color[:, bg:].contiguous(), mask, fg_flags[bg:])
-            canvas = to_uint8(c).float() / 255
+            fr, c = [], canvas
+            for sl, m in runs:
+                fr.append(frames_op(c, part(alpha, sl), part(color, sl), m, None if layer is None else layer[sl]))
+                c = fr[-1][:, -1].contiguous()
+            fr = torch.cat(fr, 1)
+        c = canvas
+        for sl, m in runs:
+            c = models.ops.composite(c, part(alpha, sl), part(color, sl), m, None if layer is None else layer[sl])
+        canvas = to_uint8(c).float() / 255
         if mode == "sg":
-            bg_layer = models.ops.composite(bg_layer, alpha[:, :bg].contiguous(), color[:, :bg].contiguous(),
-                                            bg_mask, ~fg_flags[:bg])
-            fg_layer = models.ops.composite(fg_layer, alpha[:, bg:].contiguous(), color[:, bg:].contiguous(),
-                                            mask, fg_flags[bg:])
+            bg_layer = models.ops.composite(bg_layer, part(alpha, slice(0, bg)), part(color, slice(0, bg)),
+                                            bg_mask, layer[:bg])
+            fg_layer = models.ops.composite(fg_layer, part(alpha, slice(bg, k)), part(color, slice(bg, k)),
+                                            mask, layer[bg:])
         else:
             bg_layer = canvas
         for i in range(b):
