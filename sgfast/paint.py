@@ -338,8 +338,6 @@ def _paint_batch(models: Models, targets, sem, steps, frames_per, canvas0=None, 
                           else (layers0[0].to(dev), layers0[1].to(dev)))
     all_masks = [s[0].to(dev) for s in sem] if mode == "sg" else None
     all_gbp = [s[2].to(dev) for s in sem] if mode == "sg" else None
-    if bg_gate not in BG_GATES:
-        raise PaintError(f"bg_gate must be one of {BG_GATES}, got {bg_gate!r}")
     # Several instances and "union": the background strokes keep off all of them, so an instance
     # that is not the step's is not painted in the background's colours (docs/painting.md).
     union = (torch.stack([m.amax(0) for m in all_masks])[:, None]

@@ -96,8 +96,9 @@ def configure(parser):
                              "figures and exit (no training)")
     parser.add_argument("--per-step", action="store_true",
                         help="with --validate-only: also print, for every step of the episode, the mean L2 "
-                             "after it and the mean reward terms it earned (r_bg, r_fg, r_focus, total; from "
-                             "the target discriminators, as in training): where an agent stops improving")
+                             "after it, the mean reward terms it earned (r_bg, r_fg, r_focus, total; from "
+                             "the target discriminators, as in training), the critic's Q of it and the "
+                             "discounted return that followed: where an agent stops improving")
     parser.add_argument("--export-best", default=None,
                         help="write fp16 actor weights here (and <out>/best.pt, a full checkpoint) whenever the "
                              "validation L2 is the lowest of the run so far")
@@ -296,14 +297,13 @@ class Trainer:
             totals, qs = [], []
             for t in range(cfg.max_step):
                 before, after, _ = env.step(self.agent.act(env.canvas, env.targets, t))
-                if per_step is not None:
-                    with torch.no_grad():
-                        c0, c1 = before.float() / 255, after.float() / 255
-                        terms = self.agent.rewards(c0, c1, env.targets)
-                        terms["l2"] = ((c1 - env.targets["image"]) ** 2).flatten(1).mean(1)
-                        step = torch.full((env.batch,), t, device=c0.device)
-                        qs.append(self.agent.value(c0, c1, env.targets, step).view(-1))
-                        totals.append(terms["total"].view(-1))
+                if per_step is not None:  # (validate runs under no_grad)
+                    c0, c1 = before.float() / 255, after.float() / 255
+                    terms = self.agent.rewards(c0, c1, env.targets)
+                    terms["l2"] = l2_metrics(env.targets["image"], c1, env.targets["mask"])[0]
+                    step = torch.full((env.batch,), t, device=c0.device)
+                    qs.append(self.agent.value(c0, c1, env.targets, step).view(-1))
+                    totals.append(terms["total"].view(-1))
                     for k, v in terms.items():
                         sums[t][k] = sums[t].get(k, 0.0) + float(v.sum())
             if per_step is not None:  # the return after step t: discount * (r_t+1 + return after t+1)
