@@ -446,6 +446,8 @@ def paint(images, mode="sg", steps=None, actor=None, renderer=None, segmenter=No
         for i in range(len(images)))
     if models is None:
         models = load_models(mode, actor, renderer, segmenter, expert, device, ops, need_segmenter=need_seg)
+    elif models.meta.get("mode") != mode:  # e.g. baseline models painted with the default mode="sg"
+        raise PaintError(f"models were loaded for mode {models.meta.get('mode')!r} but mode is {mode!r}")
     if need_seg and models.segmenter is None:
         raise PaintError(f"no foreground masks: Ψ weights not found ({DEFAULT_SEGMENTER}); pass --segmenter "
                          "weights, or --mask files for every image, or use --mode baseline")

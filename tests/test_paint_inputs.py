@@ -84,6 +84,18 @@ def test_api_arrays_of_every_kind():
     assert "NaN" in res[6].error and "int64" in res[7].error and "empty" in res[8].error
 
 
+def test_models_of_the_other_mode_are_refused():
+    """Models loaded for one mode, painted with the other (paint's default mode is "sg"): a clear
+    error, not a complaint about missing Ψ weights."""
+    from sgfast.paint import PaintError, load_models, paint
+
+    rgb = _smooth_rgb(16, 16).astype(np.float32) / 255
+    models = load_models("baseline")
+    with pytest.raises(PaintError, match="loaded for mode 'baseline' but mode is 'sg'"):
+        paint([rgb], models=models, steps=1, frames="none")
+    assert paint([rgb], models=models, mode="baseline", steps=1, frames="none")[0].ok
+
+
 def test_tiny_images(tmp_path):
     from sgfast.paint import paint
 
