@@ -2,6 +2,7 @@
 Smoke config, eager ops, a random renderer, 1 thread."""
 import argparse
 import copy
+import math
 
 import pytest
 import torch
@@ -113,6 +114,25 @@ def test_per_step_validation_report(tmp_path, mode):
         expect = tr.cfg.discount * (steps[t + 1]["total"] + steps[t + 1]["return"])
         assert steps[t]["return"] == pytest.approx(expect, rel=1e-4, abs=1e-6)
     assert all(s["|q-return|"] >= abs(s["q"] - s["return"]) - 1e-6 for s in steps)
+
+
+def test_per_step_action_change(tmp_path):
+    """dact: the mean |a_t - a_t-1| of the actions the agent actually took (NaN at the first step)."""
+    tr = _trainer(tmp_path, "--validate-episodes", "1")
+    taken, act = [], tr.agent.act
+
+    def recording_act(*a, **k):
+        out = act(*a, **k)
+        taken.append(out.clone())
+        return out
+
+    tr.agent.act = recording_act
+    steps = []
+    tr.validate(steps)
+    assert len(taken) == len(steps) == tr.cfg.max_step
+    assert math.isnan(steps[0]["dact"])
+    for t in range(1, len(steps)):
+        assert steps[t]["dact"] == pytest.approx(float((taken[t] - taken[t - 1]).abs().mean()), rel=1e-5)
 
 
 def test_per_step_cli(tmp_path, capsys):

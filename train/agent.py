@@ -97,8 +97,9 @@ def configure(parser):
     parser.add_argument("--per-step", action="store_true",
                         help="with --validate-only: also print, for every step of the episode, the mean L2 "
                              "after it, the mean reward terms it earned (r_bg, r_fg, r_focus, total; from "
-                             "the target discriminators, as in training), the critic's Q of it and the "
-                             "discounted return that followed: where an agent stops improving")
+                             "the target discriminators, as in training), the mean change of the action from the "
+                             "step before (dact: near 0 = the agent repeats its strokes), the critic's Q of it "
+                             "and the discounted return that followed: where an agent stops improving")
     parser.add_argument("--export-best", default=None,
                         help="write fp16 actor weights here (and <out>/best.pt, a full checkpoint) whenever the "
                              "validation L2 is the lowest of the run so far")
@@ -285,8 +286,9 @@ class Trainer:
     @torch.no_grad()
     def validate(self, per_step: list | None = None) -> dict:
         """Validation figures; per_step (a list) gets one dict per step, means over the validation
-        images: L2 after the step, its reward terms, the critic's Q of it ("q") and the discounted
-        return that actually followed it in the episode ("return"), and |q - return|."""
+        images: L2 after the step, its reward terms, the mean change of the action from the step
+        before ("dact", stroke parameters in [0, 1]; NaN at step 1), the critic's Q of it ("q"), the
+        discounted return that actually followed it in the episode ("return"), and |q - return|."""
         cfg, env = self.cfg, self.val_env
         val_ids = self.data.val_ids
         l2s, fgs, ref = [], [], {"empty": [], "mean_fill": []}
@@ -294,13 +296,19 @@ class Trainer:
         for e in range(cfg.validate_episodes):
             ids = val_ids[(torch.arange(env.batch, device=val_ids.device) + e * env.batch) % len(val_ids)]
             env.reset(ids)
-            totals, qs = [], []
+            totals, qs, prev_action = [], [], None
             for t in range(cfg.max_step):
-                before, after, _ = env.step(self.agent.act(env.canvas, env.targets, t))
+                action = self.agent.act(env.canvas, env.targets, t)
+                before, after, _ = env.step(action)
                 if per_step is not None:  # (validate runs under no_grad)
                     c0, c1 = before.float() / 255, after.float() / 255
                     terms = self.agent.rewards(c0, c1, env.targets)
                     terms["l2"] = l2_metrics(env.targets["image"], c1, env.targets["mask"])[0]
+                    # Mean |a_t - a_t-1| over the stroke parameters: near 0 when the agent repeats
+                    # its strokes, so the canvas (and with it the next action) stops changing.
+                    terms["dact"] = (torch.full_like(terms["l2"], float("nan")) if prev_action is None
+                                     else (action - prev_action).abs().flatten(1).mean(1))
+                    prev_action = action
                     step = torch.full((env.batch,), t, device=c0.device)
                     qs.append(self.agent.value(c0, c1, env.targets, step).view(-1))
                     totals.append(terms["total"].view(-1))
