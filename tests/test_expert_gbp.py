@@ -247,9 +247,8 @@ def test_shipped_expert_maps_concentrate_on_distinguishing_parts(tmp_path):
     assert ratio >= 3.0, f"GBP mass on the distinguishing parts is only {ratio:.2f}x their area share"
 
 
-@pytest.mark.xfail(reason="issue 4 goal: 5x; the shipped 64-px-crop expert measures about 4.3x "
-                          "(README, Shipped models)", strict=False)
 @pytest.mark.skipif(not os.path.exists(SHIPPED_EXPERT), reason="weights/expert_tiny.pt not shipped")
 def test_shipped_expert_meets_the_5x_concentration_goal(tmp_path):
+    """Issue 4's figure, on 96 birds the expert never saw (5.8x on the whole test split, README)."""
     ratio = _shipped_concentration(tmp_path)
     assert ratio >= 5.0, f"GBP mass on the distinguishing parts is only {ratio:.2f}x their area share"

@@ -27,7 +27,7 @@ from concurrent.futures import ProcessPoolExecutor
 import cv2
 import numpy as np
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: the wing bar is a narrow stripe (was a band 2.75x as wide)
 
 # Part label values of the part maps (0 = background). Later entries are drawn on top.
 PARTS = ["background", "body", "head", "wing", "tail", "legs", "eye", "beak", "eye_ring",
@@ -57,6 +57,7 @@ CREST_COLOR = (235, 90, 20)
 EYE_RING_COLOR = (250, 250, 250)
 WING_BAR_COLOR = (250, 250, 245)
 BREAST_SPOT_COLOR = (255, 225, 0)
+WING_BAR_SPAN = (0.0, 0.16)  # a narrow stripe across the wing, in half-axis units along its major axis
 
 
 def _class_attributes(class_index):
@@ -163,8 +164,8 @@ def sample_bird(rng, class_id, num_classes=MAX_CLASSES):
                        _jitter(rng, BREAST_SPOT_COLOR)))
     shapes.append(("wing", _ellipse(wx, wy, wax, way, wa), wing_c))
     if attrs["wing_bar"] != "none":
-        shapes.append(("wing_bar", _band_in_ellipse(wx, wy, wax, way, wa, -0.06 * wax / 0.5,
-                                                    0.16 * wax / 0.5), _jitter(rng, WING_BAR_COLOR)))
+        shapes.append(("wing_bar", _band_in_ellipse(wx, wy, wax, way, wa, WING_BAR_SPAN[0] * wax,
+                                                    WING_BAR_SPAN[1] * wax), _jitter(rng, WING_BAR_COLOR)))
     if attrs["crest"] != "none":
         # Three spikes rising from the top of the head (drawn before the head, which hides the base).
         base = hy - hr * 0.5
