@@ -413,3 +413,28 @@ def test_cub_alternative_masks_and_boxes(tmp_path):
     s = ds[0]
     np.testing.assert_allclose(s["box"].numpy(), [0, 0, 0.5, 0.5])
     np.testing.assert_allclose(_box_of(s["mask"]), [0, 0, S // 2, S // 2], atol=1)
+
+
+def test_mirror_boxes_follows_the_mirrored_pixels():
+    """A box drawn as pixels, mirrored with the image, is the box mirror_boxes gives; `which`
+    mirrors only its rows; numpy boxes work; the input is left as it is."""
+    from sgfast.data.boxes import mirror_boxes
+
+    side = 20
+    boxes = torch.tensor([[2, 3, 5, 7], [0, 0, 20, 4], [11, 9, 9, 1]], dtype=torch.float32)
+    for b, m in zip(boxes, mirror_boxes(boxes / side)):
+        x, y, w, h = b.int().tolist()
+        canvas = torch.zeros(side, side)
+        canvas[y:y + h, x:x + w] = 1
+        cols = canvas.flip(-1).amax(0).nonzero().view(-1)
+        expect = torch.tensor([cols[0], y, cols[-1] - cols[0] + 1, h], dtype=torch.float32) / side
+        torch.testing.assert_close(m, expect)
+    before = boxes.clone()
+    which = torch.tensor([True, False, True])
+    out = mirror_boxes(boxes, which)
+    assert torch.equal(boxes, before)
+    assert torch.equal(out[1], boxes[1]) and not torch.equal(out[0], boxes[0])
+    torch.testing.assert_close(mirror_boxes(mirror_boxes(boxes / side)), boxes / side)
+    nb = np.array([0.1, 0.2, 0.3, 0.4], np.float32)
+    np.testing.assert_allclose(mirror_boxes(nb), [0.6, 0.2, 0.3, 0.4], rtol=1e-6)
+    assert nb[0] == np.float32(0.1)

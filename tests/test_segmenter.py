@@ -428,7 +428,8 @@ def test_flip_average_is_the_mean_of_both_mirror_predictions_and_roundtrips(tmp_
     and older files load with it off."""
     from dataclasses import replace
 
-    from sgfast.models.segmenter import flip_boxes, two_pass
+    from sgfast.data.boxes import mirror_boxes
+    from sgfast.models.segmenter import two_pass
     torch.manual_seed(6)
     cfg = SegmenterConfig(size=32, widths=(8, 12, 16), refine_margin=1.5, flip_average=True)
     m = Segmenter(cfg).eval()
@@ -438,10 +439,10 @@ def test_flip_average_is_the_mean_of_both_mirror_predictions_and_roundtrips(tmp_
         p1, b1, *_ = two_pass(m, x, (32, 32), 1.5, 0.25)
         p2, b2, *_ = two_pass(m, x.flip(-1), (32, 32), 1.5, 0.25)
     torch.testing.assert_close(prob, (p1 + p2.flip(-1)) / 2)
-    torch.testing.assert_close(box, (b1 + flip_boxes(b2)) / 2)
+    torch.testing.assert_close(box, (b1 + mirror_boxes(b2)) / 2)
     prob_m, box_m = predict(m, x.flip(-1))
     torch.testing.assert_close(prob_m, prob.flip(-1))
-    torch.testing.assert_close(box_m, flip_boxes(box))
+    torch.testing.assert_close(box_m, mirror_boxes(box))
     m.config = replace(cfg, flip_average=False)  # without it the network is not symmetric
     assert not torch.allclose(predict(m, x.flip(-1))[0], predict(m, x)[0].flip(-1), atol=1e-4)
     w = tmp_path / "flip.pt"

@@ -20,6 +20,7 @@ import time
 
 import torch
 
+from sgfast.data.boxes import mirror_boxes
 from sgfast.io import load_checkpoint, save_checkpoint
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -203,9 +204,7 @@ def flip_batch(images, masks, boxes, which):
     """Horizontally flip the samples selected by `which` [B] bool; x of a box becomes 1 - x - w."""
     images = torch.where(which.view(-1, 1, 1, 1), images.flip(-1), images)
     masks = torch.where(which.view(-1, 1, 1, 1), masks.flip(-1), masks)
-    boxes = boxes.clone()
-    boxes[:, 0] = torch.where(which, 1 - boxes[:, 0] - boxes[:, 2], boxes[:, 0])
-    return images, masks, boxes
+    return images, masks, mirror_boxes(boxes, which)
 
 
 def draw_batch(data, order):

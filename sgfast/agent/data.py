@@ -12,6 +12,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from sgfast.data.boxes import mirror_boxes
+
 
 class TensorData:
     """All targets as uint8 tensors on one device, with a train / validation split.
@@ -69,8 +71,7 @@ class TensorData:
         if flip is not None and bool(flip.any()):
             f = flip.view(-1, 1, 1, 1)
             img, mask, gbp = (torch.where(f, t.flip(-1), t) for t in (img, mask, gbp))
-            fx = 1 - boxes[:, 0] - boxes[:, 2]  # the box mirrors with the image (x horizontal)
-            boxes = torch.stack([torch.where(flip, fx, boxes[:, 0]), boxes[:, 1], boxes[:, 2], boxes[:, 3]], 1)
+            boxes = mirror_boxes(boxes, flip)
         return {"image": img, "mask": mask, "gbp": gbp, "boxes": boxes}
 
     @classmethod

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .boxes import mirror_boxes
 from .imageio import ImageReadError, read_image_rgb, read_label_map, read_mask, resize
 
 BOX_TOLERANCE = 1.0  # pixels: boxes may reach one pixel past the border (rounding), not more
@@ -133,7 +134,7 @@ class SampleDataset(Dataset):
         nbox = _normalise(box, w, h)
         if flipped:
             img, mask = img[:, ::-1], mask[:, ::-1]
-            nbox[0] = 1.0 - nbox[0] - nbox[2]
+            nbox = mirror_boxes(nbox)
         out["image"] = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
         out["mask"] = torch.from_numpy(np.ascontiguousarray(mask))[None]
         out["box"] = torch.from_numpy(nbox)

@@ -34,6 +34,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from sgfast.data.boxes import mirror_boxes
+
 
 @dataclass
 class SegmenterConfig:
@@ -369,13 +371,10 @@ def predict(model, images, out_size=None):
         prob_f, box_f, *_ = two_pass(model, images.flip(-1), out_hw, cfg.refine_margin,
                                      cfg.refine_min_side)
         prob = (prob + prob_f.flip(-1)) / 2
-        box = (box + flip_boxes(box_f)) / 2
+        box = (box + mirror_boxes(box_f)) / 2
     return prob, box
 
 
-def flip_boxes(boxes):
-    """Boxes (x, y, w, h) of a horizontally flipped image: x becomes 1 - x - w."""
-    return torch.cat([1 - boxes[:, :1] - boxes[:, 2:3], boxes[:, 1:]], 1)
 
 
 def load_segmenter(path, map_location="cpu"):
