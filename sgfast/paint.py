@@ -361,25 +361,26 @@ def _paint_batch(models: Models, targets, sem, steps, frames_per, canvas0=None, 
         a = action.view(b, k, 13)
         alpha = models.renderer(a.reshape(b * k, 13)[:, :10]).view(b, k, size, size)
         color = a[..., 10:].contiguous()
-        # The strokes in runs sharing one mask: all K under S_u (Eq. 3-4 in one pass), or with the
-        # union the bg strokes under it (Eq. 3) and then the fg strokes under S_u (Eq. 4).
-        runs = ([(slice(0, k), mask)] if bg_mask is mask else [(slice(0, bg), bg_mask), (slice(bg, k), mask)])
-        part = lambda x, sl: None if x is None else x[:, sl].contiguous()  # noqa: E731
+        # Composite arguments (alpha, color, mask, layer) of the strokes in runs sharing one mask:
+        # all K under S_u (Eq. 3-4 in one pass), or with the union the bg strokes under it (Eq. 3)
+        # and then the fg strokes under S_u (Eq. 4). The bg and fg runs also paint the layers.
+        if mode == "sg":
+            bg_run = (alpha[:, :bg].contiguous(), color[:, :bg].contiguous(), bg_mask, layer[:bg])
+            fg_run = (alpha[:, bg:].contiguous(), color[:, bg:].contiguous(), mask, layer[bg:])
+        runs = [(alpha, color, mask, layer)] if bg_mask is mask else [bg_run, fg_run]
         if frames_per == "stroke":
             fr, c = [], canvas
-            for sl, m in runs:
-                fr.append(frames_op(c, part(alpha, sl), part(color, sl), m, None if layer is None else layer[sl]))
+            for run in runs:
+                fr.append(frames_op(c, *run))
                 c = fr[-1][:, -1].contiguous()
             fr = torch.cat(fr, 1)
         c = canvas
-        for sl, m in runs:
-            c = models.ops.composite(c, part(alpha, sl), part(color, sl), m, None if layer is None else layer[sl])
+        for run in runs:
+            c = models.ops.composite(c, *run)
         canvas = to_uint8(c).float() / 255
         if mode == "sg":
-            bg_layer = models.ops.composite(bg_layer, part(alpha, slice(0, bg)), part(color, slice(0, bg)),
-                                            bg_mask, layer[:bg])
-            fg_layer = models.ops.composite(fg_layer, part(alpha, slice(bg, k)), part(color, slice(bg, k)),
-                                            mask, layer[bg:])
+            bg_layer = models.ops.composite(bg_layer, *bg_run)
+            fg_layer = models.ops.composite(fg_layer, *fg_run)
         else:
             bg_layer = canvas
         for i in range(b):

@@ -375,8 +375,6 @@ def predict(model, images, out_size=None):
     return prob, box
 
 
-
-
 def load_segmenter(path, map_location="cpu"):
     """Build Ψ from an fp16 weights file (sgfast.io.save_weights_fp16) or a training checkpoint."""
     from sgfast.io import load_checkpoint, load_weights
