@@ -148,3 +148,18 @@ def test_per_step_cli(tmp_path, capsys):
     assert len(rows) == get_config("smoke").max_step
     with pytest.raises(SystemExit, match="--validate-only"):
         cli.main(args + ["--per-step"])
+
+
+def test_lr_boundaries_option_sets_the_phases(tmp_path):
+    tr = _trainer(tmp_path, "--lr-boundaries", "5,9", "--lr-actor", "1e-3,2e-4,3e-5")
+    assert tr.cfg.lr_boundaries == (5, 9)
+    for steps, phase, lr in ((4, 0, 1e-3), (5, 1, 2e-4), (8, 1, 2e-4), (9, 2, 3e-5), (100, 2, 3e-5)):
+        assert tr.agent.set_lr(steps) == phase
+        assert tr.agent.opt_actor.param_groups[0]["lr"] == pytest.approx(lr)
+
+
+@pytest.mark.parametrize("bad", ["9,5", "-1", "a,b", "1.5"])
+def test_lr_boundaries_option_refuses_bad_values(tmp_path, bad, capsys):
+    with pytest.raises(SystemExit):
+        _trainer(tmp_path, "--lr-boundaries", bad)
+    assert "--lr-boundaries" in capsys.readouterr().err

@@ -34,6 +34,17 @@ def floats(text):
     return out
 
 
+def ints(text):
+    """'7000,11000' -> (7000, 11000) (learning-rate phase boundaries)."""
+    try:
+        out = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if any(v < 0 for v in out) or list(out) != sorted(out):
+        raise argparse.ArgumentTypeError(f"expected non-negative increasing integers, got {text!r}")
+    return out
+
+
 # Command-line overrides of AgentConfig fields: (flag, field, type).
 OVERRIDES = [
     ("--max-step", "max_step", int, "steps per episode"),
@@ -59,6 +70,8 @@ OVERRIDES = [
     ("--lr-disc", "lr_disc", float, "discriminator learning rate"),
     ("--lr-actor", "lr_actor", floats, "actor learning rate per phase, comma-separated (paper: 1e-3,3e-4,1e-4)"),
     ("--lr-critic", "lr_critic", floats, "critic learning rate per phase, comma-separated (paper: 3e-4,1e-4,3e-5)"),
+    ("--lr-boundaries", "lr_boundaries", ints, "batched env steps where the next learning-rate phase starts, "
+     "comma-separated (tiny: 20000,40000)"),
     ("--validate-interval", "validate_interval", int, "episodes between validations"),
     ("--validate-episodes", "validate_episodes", int, "validation episodes of env-batch held-out images"),
     ("--log-interval", "log_interval", int, "updates between TensorBoard scalar writes"),
