@@ -438,3 +438,22 @@ def test_mirror_boxes_follows_the_mirrored_pixels():
     nb = np.array([0.1, 0.2, 0.3, 0.4], np.float32)
     np.testing.assert_allclose(mirror_boxes(nb), [0.6, 0.2, 0.3, 0.4], rtol=1e-6)
     assert nb[0] == np.float32(0.1)
+
+
+def test_mirror_rows_mirrors_only_the_chosen_samples():
+    """Each selected sample equals its own horizontal mirror, column by column; the others and the
+    inputs are unchanged; maps of any rank [B, ..., W] work."""
+    from sgfast.data.boxes import mirror_rows
+
+    g = torch.Generator().manual_seed(0)
+    images, masks = torch.rand(3, 3, 4, 5, generator=g), torch.rand(3, 6, generator=g)
+    which = torch.tensor([True, False, True])
+    before = images.clone()
+    out_i, out_m = mirror_rows(which, images, masks)
+    assert torch.equal(images, before)
+    for b in range(3):
+        for col in range(5):
+            src = 4 - col if which[b] else col
+            assert torch.equal(out_i[b, ..., col], images[b, ..., src])
+        for col in range(6):
+            assert out_m[b, col] == masks[b, 5 - col if which[b] else col]

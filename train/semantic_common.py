@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from sgfast.data.boxes import mirror_boxes
+from sgfast.data.boxes import mirror_boxes, mirror_rows
 from sgfast.io import load_checkpoint, save_checkpoint
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -202,9 +202,7 @@ def optimiser_step(opt, loss, lr):
 
 def flip_batch(images, masks, boxes, which):
     """Horizontally flip the samples selected by `which` [B] bool; x of a box becomes 1 - x - w."""
-    images = torch.where(which.view(-1, 1, 1, 1), images.flip(-1), images)
-    masks = torch.where(which.view(-1, 1, 1, 1), masks.flip(-1), masks)
-    return images, masks, mirror_boxes(boxes, which)
+    return (*mirror_rows(which, images, masks), mirror_boxes(boxes, which))
 
 
 def draw_batch(data, order):

@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from sgfast.data.boxes import mirror_boxes
+from sgfast.data.boxes import mirror_boxes, mirror_rows
 
 
 class TensorData:
@@ -69,8 +69,7 @@ class TensorData:
         gbp = self.gbp[ids].float() / 255
         boxes = self.boxes[ids]
         if flip is not None and bool(flip.any()):
-            f = flip.view(-1, 1, 1, 1)
-            img, mask, gbp = (torch.where(f, t.flip(-1), t) for t in (img, mask, gbp))
+            img, mask, gbp = mirror_rows(flip, img, mask, gbp)
             boxes = mirror_boxes(boxes, flip)
         return {"image": img, "mask": mask, "gbp": gbp, "boxes": boxes}
 
