@@ -83,7 +83,12 @@ def test_cli_table_equals_paint_api(birds, tmp_path):
     assert rc == 0
     rows = {r["agent"]: r for r in _read_csv(out / "evaluate.csv")}
     assert set(rows) >= {"agent_sg_tiny", "agent_baseline_tiny", "target (reference)"}
-    assert rows["agent_sg_tiny"]["strokes"] == rows["agent_baseline_tiny"]["strokes"] == "10"
+    # Equal stroke counts: 2 steps of the agent with the larger bundle, the other one as many strokes.
+    from sgfast.agent.export import load_actor
+
+    per_step = {p: m["strokes_bg"] + m["strokes_fg"] for p in (SG, BASE) for m in [load_actor(p)[1]]}
+    k = max(per_step.values())
+    assert rows["agent_sg_tiny"]["strokes"] == rows["agent_baseline_tiny"]["strokes"] == str(2 * k)
     assert float(rows["target (reference)"]["l2"]) == 0
     md = (out / "evaluate.md").read_text()
     assert md.count("\n") == 2 + len(rows)
@@ -92,7 +97,7 @@ def test_cli_table_equals_paint_api(birds, tmp_path):
     from sgfast.paint import paint
 
     ds = CUB200(birds, split="test", size=128)
-    res = paint([ds[i]["image"] for i in range(4)], mode="baseline", steps=2, actor=BASE, frames="none")
+    res = paint([ds[i]["image"] for i in range(4)], mode="baseline", steps=2 * k // per_step[BASE], actor=BASE, frames="none")
     l2 = np.mean([float(((r.canvas - r.target) ** 2).mean()) for r in res])
     assert float(rows["agent_baseline_tiny"]["l2"]) == pytest.approx(l2, rel=1e-4)
     from sgfast.data.imageio import read_image_rgb
