@@ -46,7 +46,7 @@ def test_patches_get_their_own_crops_and_eq16_per_patch():
     (r,) = paint([SCENE], instances=[INSTANCES], steps=steps, divide=d, frames="step",
                  models=dataclasses.replace(models, actor=spy))
     (plain,) = paint([SCENE], instances=[INSTANCES], steps=steps // 2, frames="none", models=models)
-    first, rest, k = steps // 2, steps - steps // 2, 5
+    first, rest, k = steps // 2, steps - steps // 2, models.meta["strokes_bg"] + models.meta["strokes_fg"]
     assert r.ok and r.canvas.shape == (3, 128, 128) and r.masks.shape == (3, 128, 128)
     assert len(r.strokes) == first * k + rest * d * d * k and len(spy.inputs) == steps
     # phase 1: the whole image at the canvas size, as without --divide
@@ -74,6 +74,7 @@ def test_patches_get_their_own_crops_and_eq16_per_patch():
 
 def test_cli_sg_divide_outputs_and_layers(tmp_path):
     from sgfast.data.imageio import read_image_rgb, read_mask
+    from sgfast.paint import load_models
 
     out = tmp_path / "out"
     rc = cli.main(["paint", BIRD, "--mask", BIRD_MASK, "--divide", "2", "--steps", "4", "--size", "128",
@@ -83,8 +84,10 @@ def test_cli_sg_divide_outputs_and_layers(tmp_path):
     for name in ("painting.png", "target.png", "fg.png", "bg.png", "painting_128.png"):
         assert read_image_rgb(str(folder / name)).shape == (128, 128, 3), name
     doc = json.loads((folder / "strokes.json").read_text())
-    assert doc["canvas_size"] == 128 and len(doc["strokes"]) == 2 * 5 + 2 * 4 * 5
-    assert [s["layer"] for s in doc["strokes"]] == ["bg", "bg", "fg", "fg", "fg"] * 10
+    meta = load_models("sg", need_segmenter=False).meta  # the shipped agent's bundle
+    kb, kf = meta["strokes_bg"], meta["strokes_fg"]
+    assert doc["canvas_size"] == 128 and len(doc["strokes"]) == (2 + 2 * 4) * (kb + kf)
+    assert [s["layer"] for s in doc["strokes"]] == (["bg"] * kb + ["fg"] * kf) * 10
     assert {s["mask"] for s in doc["strokes"]} == {0} and doc["masks"] == ["mask.png"]
     assert cli.main(["render", str(folder / "strokes.json"), "--size", "128", "--out", str(tmp_path / "r.png")]) == 0
     np.testing.assert_array_equal(read_image_rgb(str(tmp_path / "r.png")),

@@ -36,7 +36,11 @@ def painted(tmp_path_factory):
 
 
 def test_cli_writes_every_output(painted):
+    from sgfast.paint import load_models
+
     rc, out = painted
+    meta = load_models("sg", need_segmenter=False).meta  # the shipped agent's bundle
+    kb, kf = meta["strokes_bg"], meta["strokes_fg"]
     assert rc == 0
     for img in IMAGES:
         folder = out / os.path.splitext(os.path.basename(img))[0]
@@ -46,8 +50,8 @@ def test_cli_writes_every_output(painted):
         gif = (folder / "progress.gif").read_bytes()
         assert gif[:6] == b"GIF89a" and gif[-1:] == b";"
         doc = json.loads((folder / "strokes.json").read_text())
-        assert doc["canvas_size"] == 64 and len(doc["strokes"]) == 3 * 5
-        assert [s["layer"] for s in doc["strokes"][:5]] == ["bg", "bg", "fg", "fg", "fg"]
+        assert doc["canvas_size"] == 64 and len(doc["strokes"]) == 3 * (kb + kf)
+        assert [s["layer"] for s in doc["strokes"][:kb + kf]] == ["bg"] * kb + ["fg"] * kf
         root = ET.parse(str(folder / "strokes.svg")).getroot()
         paths = [e for e in root.iter() if e.tag.endswith("path")]
         assert len(paths) == len(doc["strokes"])
@@ -127,11 +131,12 @@ def test_instances_follow_eq16():
     steps = 4
     (r,) = paint([img], instances=[inst], steps=steps, frames="step")
     assert r.masks.shape[0] == 3 and len(r.frames) == steps + 1
+    k = len(r.strokes) // steps
     for t in range(steps):
         canvas = torch.from_numpy(r.frames[t]).permute(2, 0, 1).float() / 255
         err = (r.masks[:, None] * (r.target - canvas)).flatten(1).norm(dim=1)
-        assert r.mask_ids[t * 5] == int(err.argmax())
-        assert set(r.mask_ids[t * 5:(t + 1) * 5]) == {int(err.argmax())}
+        assert r.mask_ids[t * k] == int(err.argmax())
+        assert set(r.mask_ids[t * k:(t + 1) * k]) == {int(err.argmax())}
 
 
 def test_corrupt_image_among_good_ones(tmp_path, capsys):
