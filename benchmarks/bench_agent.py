@@ -3,12 +3,14 @@ eager references (`--ops eager`) and the fused ops (`--ops fused`) on the same p
 
     python -m pytest benchmarks/bench_agent.py --benchmark-columns=min,median,mean,rounds
     python benchmarks/bench_agent.py [--config tiny] [--mode sg] [--repeats 5]   (prints the ratios)
+    python benchmarks/bench_agent.py --strokes-bg 6 --strokes-fg 4   (the shipped sg agent's bundle)
 
 torch.compile of the eager pipeline is not timed: the update holds a double backward (WGAN-GP)
 through weight-normed convs and an actor loss through the renderer, and compiling it takes longer
 than a tiny training run on 2 cores. The network weights are random (timing does not depend on them).
 """
 import argparse
+import dataclasses
 import time
 
 import pytest
@@ -26,7 +28,7 @@ def available(name):
     return all(hasattr(mod, f) for f in NEEDED) and (name == "eager" or sgfast.HAS_EXT)
 
 
-def make_setup(ops_name, mode="sg", config="tiny", seed=0):
+def make_setup(ops_name, mode="sg", config="tiny", seed=0, **overrides):
     from sgfast.agent.backend import get_ops
     from sgfast.agent.config import get_config
     from sgfast.agent.data import synthetic_data
@@ -36,7 +38,7 @@ def make_setup(ops_name, mode="sg", config="tiny", seed=0):
     from sgfast.models.renderer import Renderer
 
     torch.manual_seed(seed)
-    cfg = get_config(config)
+    cfg = dataclasses.replace(get_config(config), **overrides)  # e.g. strokes_bg, strokes_fg
     ops = get_ops(ops_name, mode)
     renderer = Renderer(cfg.renderer).eval().requires_grad_(False)
     data = synthetic_data(64, cfg.size, seed=seed)
@@ -105,19 +107,22 @@ def main(argv=None):
     p.add_argument("--mode", default="sg", choices=["sg", "baseline"])
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--strokes-bg", type=int, default=None, help="background strokes per step (default: the config's)")
+    p.add_argument("--strokes-fg", type=int, default=None, help="foreground strokes per step (default: the config's)")
     a = p.parse_args(argv)
+    over = {k: v for k, v in (("strokes_bg", a.strokes_bg), ("strokes_fg", a.strokes_fg)) if v is not None}
     torch.set_num_threads(a.threads)
     res = {}
     for ops in ("eager", "fused"):
         if not available(ops):
             print(f"{ops}: unavailable")
             continue
-        cfg, agent, env, replay, gen = make_setup(ops, a.mode, a.config)
+        cfg, agent, env, replay, gen = make_setup(ops, a.mode, a.config, **over)
         env_step(agent, env), update(agent, replay, cfg, gen)  # warm-up
         t_env = _median_time(lambda: env_step(agent, env), a.repeats * 2)
         t_upd = _median_time(lambda: update(agent, replay, cfg, gen), a.repeats)
         res[ops] = (cfg.env_batch * cfg.strokes / t_env, 1 / t_upd)
-        print(f"{ops:5s} {a.mode} {a.config}: env {res[ops][0]:9.1f} strokes/s   update {res[ops][1]:6.2f} updates/s")
+        print(f"{ops:5s} {a.mode} {a.config} K={cfg.strokes}: env {res[ops][0]:9.1f} strokes/s   update {res[ops][1]:6.2f} updates/s")
     if len(res) == 2:
         print(f"fused / eager: env {res['fused'][0] / res['eager'][0]:.2f}x, "
               f"update {res['fused'][1] / res['eager'][1]:.2f}x")
