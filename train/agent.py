@@ -23,26 +23,26 @@ from sgfast.agent.config import CONFIGS, get_config
 from sgfast.device import pick_device
 
 
+def _numbers(text, convert, what, increasing=False):
+    """'a,b,c' -> a tuple of non-negative numbers (increasing ones if asked), or an argparse error."""
+    try:
+        out = tuple(convert(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}") from None
+    if any(v < 0 for v in out) or (increasing and list(out) != sorted(out)):
+        order = "increasing " if increasing else ""
+        raise argparse.ArgumentTypeError(f"expected non-negative {order}{what}, got {text!r}")
+    return out
+
+
 def floats(text):
     """'3e-4,1e-4,3e-5' -> (3e-4, 1e-4, 3e-5) (a per-phase learning-rate schedule)."""
-    try:
-        out = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if not out or any(v < 0 for v in out):
-        raise argparse.ArgumentTypeError(f"expected non-negative numbers, got {text!r}")
-    return out
+    return _numbers(text, float, "numbers")
 
 
 def ints(text):
     """'7000,11000' -> (7000, 11000) (learning-rate phase boundaries)."""
-    try:
-        out = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if any(v < 0 for v in out) or list(out) != sorted(out):
-        raise argparse.ArgumentTypeError(f"expected non-negative increasing integers, got {text!r}")
-    return out
+    return _numbers(text, int, "integers", increasing=True)
 
 
 # Command-line overrides of AgentConfig fields: (flag, field, type).
