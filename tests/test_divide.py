@@ -73,8 +73,9 @@ def test_patches_get_their_own_crops_and_eq16_per_patch():
 
 
 def test_cli_sg_divide_outputs_and_layers(tmp_path):
+    from sgfast.agent.export import load_actor
     from sgfast.data.imageio import read_image_rgb, read_mask
-    from sgfast.paint import load_models
+    from sgfast.paint import DEFAULT_ACTOR
 
     out = tmp_path / "out"
     rc = cli.main(["paint", BIRD, "--mask", BIRD_MASK, "--divide", "2", "--steps", "4", "--size", "128",
@@ -84,7 +85,7 @@ def test_cli_sg_divide_outputs_and_layers(tmp_path):
     for name in ("painting.png", "target.png", "fg.png", "bg.png", "painting_128.png"):
         assert read_image_rgb(str(folder / name)).shape == (128, 128, 3), name
     doc = json.loads((folder / "strokes.json").read_text())
-    meta = load_models("sg", need_segmenter=False).meta  # the shipped agent's bundle
+    meta = load_actor(DEFAULT_ACTOR["sg"])[1]  # the shipped agent's bundle (its weights' meta)
     kb, kf = meta["strokes_bg"], meta["strokes_fg"]
     assert doc["canvas_size"] == 128 and len(doc["strokes"]) == (2 + 2 * 4) * (kb + kf)
     assert [s["layer"] for s in doc["strokes"]] == (["bg"] * kb + ["fg"] * kf) * 10

@@ -36,10 +36,11 @@ def painted(tmp_path_factory):
 
 
 def test_cli_writes_every_output(painted):
-    from sgfast.paint import load_models
+    from sgfast.agent.export import load_actor
+    from sgfast.paint import DEFAULT_ACTOR
 
     rc, out = painted
-    meta = load_models("sg", need_segmenter=False).meta  # the shipped agent's bundle
+    meta = load_actor(DEFAULT_ACTOR["sg"])[1]  # the shipped agent's bundle (its weights' meta)
     kb, kf = meta["strokes_bg"], meta["strokes_fg"]
     assert rc == 0
     for img in IMAGES:
