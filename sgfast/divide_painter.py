@@ -20,6 +20,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from sgfast.instances import DEFAULT_MIN_GAIN, stroke_gates
+
 
 def smooth_seams(canvas, d):
     """3x3 box filter on the 2 pixels either side of each internal patch border. canvas [B, 3, H, W]."""
@@ -59,15 +61,17 @@ def to_global(strokes, d, r, c):
 
 
 @torch.no_grad()
-def paint_divided(models, targets, targets_hi, steps, frames_per, d, sem=None, sem_hi=None, bg_gate="chosen"):
+def paint_divided(models, targets, targets_hi, steps, frames_per, d, sem=None, sem_hi=None, bg_gate="chosen",
+                  min_gain=DEFAULT_MIN_GAIN):
     """The agent with grid refinement. targets [B, 3, S, S], targets_hi [B, 3, d*S, d*S]; sg mode:
     sem / sem_hi per image (masks [M, ., .], boxes, gbp [M, ., .]) at S and at d*S.
 
     Returns per image a dict: canvas [3, dS, dS]; fg, bg: the layers at dS (sg mode, else None);
     strokes [N, 13] (global); steps, layers ("bg"/"fg"; sg mode), mask_ids (the instance gating
-    each stroke; sg mode) per stroke; frames (uint8 [dS, dS, 3]).
+    each stroke; sg mode) per stroke; frames (uint8 [dS, dS, 3]). bg_gate, min_gain: as in
+    sgfast.paint.paint (the instance choice restarts per patch: its errors are the patch's).
     """
-    from sgfast.paint import _paint_batch, _resize, _to_u8_image, stroke_gates
+    from sgfast.paint import _paint_batch, _resize, _to_u8_image
 
     sg = models.mode == "sg"
     b, size = targets.shape[0], models.size
@@ -78,7 +82,8 @@ def paint_divided(models, targets, targets_hi, steps, frames_per, d, sem=None, s
     if not sg:
         sem = sem_hi = [None] * b
     if first:
-        c1, fg1, bg1, act1, ch1, fr1 = _paint_batch(models, targets, sem, first, frames_per, bg_gate=bg_gate)
+        c1, fg1, bg1, act1, ch1, fr1 = _paint_batch(models, targets, sem, first, frames_per, bg_gate=bg_gate,
+                                                    min_gain=min_gain)
     else:
         c1, act1, ch1 = torch.zeros_like(targets), [], []
         fg1, bg1 = torch.zeros_like(targets), torch.zeros_like(targets)
@@ -96,7 +101,8 @@ def paint_divided(models, targets, targets_hi, steps, frames_per, d, sem=None, s
             mp, gp = to_patches(m[None], d), to_patches(g[None], d)
             sem2 += [(mp[q], None, gp[q]) for q in range(d * d)]
     c2, fg2, bg2, act2, ch2, fr2 = _paint_batch(models, to_patches(targets_hi, d), sem2, rest, frames_per,
-                                                canvas0=to_patches(up, d), t0=first, layers0=layers0, bg_gate=bg_gate)
+                                                canvas0=to_patches(up, d), t0=first, layers0=layers0, bg_gate=bg_gate,
+                                                min_gain=min_gain)
     canvas = smooth_seams(from_patches(c2, d), d)
     fg = smooth_seams(from_patches(fg2, d), d) if sg else None
     bg = smooth_seams(from_patches(bg2, d), d) if sg else None

@@ -9,7 +9,8 @@ in batches; one image's result does not depend on the others in its batch (the a
 mode).
 
 Multiple instances (paper Sec. 5, Eq. 16): with instance masks S_1..S_n, every step paints the
-instance u = argmax_i ||S_i (I - C_t)||_F of each image: its mask, box and G become the step's.
+instance u = argmax_i ||S_i (I - C_t)||_F of each image, leaving out instances whose painting has
+stopped lowering their error (min_gain, sgfast/instances.py): its mask, box and G become the step's.
 
 The painting is what the agent's neural renderer produced at the agent's canvas size; `render_exact`
 re-renders the same strokes with rasterize_strokes(mode="exact") + composite at any size.
@@ -22,6 +23,8 @@ import os
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from sgfast.instances import DEFAULT_MIN_GAIN, InstancePicker, stroke_gates
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WEIGHTS = os.path.join(ROOT, "weights")
@@ -294,35 +297,17 @@ def _semantics(models: Models, images, masks, boxes, instances, sizes):
 
 # --------------------------------------------------------------------------- painting
 
-def instance_errors(target, canvas, masks):
-    """||S_i (I - C)||_F for each instance i: target, canvas [3, S, S], masks [M, S, S] -> [M]."""
-    return (masks[:, None] * (target - canvas)[None]).flatten(1).norm(dim=1)
-
-
-def select_instances(targets, canvas, masks):
-    """Eq. 16 for a batch: u_b = argmax_i ||S_i (I_b - C_b)||_F, the instance with the most
-    unpainted error under its mask. targets, canvas [B, 3, S, S]; masks: B tensors [M_b, S, S] (the
-    instance count may differ per image). Returns [B] long (ties: the lowest index)."""
-    return torch.stack([instance_errors(targets[i], canvas[i], m).argmax() for i, m in enumerate(masks)])
-
-
-def stroke_gates(chosen, k_bg, k_fg, num_masks, bg_gate):
-    """The gate (mask index) of every stroke of steps that painted instances `chosen` (one per step):
-    fg strokes that step's instance, bg strokes too, or the union (index num_masks) under "union"."""
-    bg_id = num_masks if bg_gate == "union" and num_masks > 1 else None
-    return [g for u in chosen for g in [u if bg_id is None else bg_id] * k_bg + [u] * k_fg]
-
-
 def _to_u8_image(t: torch.Tensor) -> np.ndarray:
     return (t.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
 @torch.no_grad()
 def _paint_batch(models: Models, targets, sem, steps, frames_per, canvas0=None, t0=0, layers0=None,
-                 bg_gate="chosen"):
+                 bg_gate="chosen", min_gain=DEFAULT_MIN_GAIN):
     """Paint one batch. targets [B, 3, S, S]; sem: per image (masks [M,S,S], boxes, gbp).
     canvas0, layers0 = (fg, bg), t0: continue a painting (--divide). bg_gate: what the background
-    strokes keep off with several instances: "union" (every instance) or "chosen" (only the step's)."""
+    strokes keep off with several instances: "union" (every instance) or "chosen" (only the step's).
+    min_gain: the instance choice's rule on top of Eq. 16 (sgfast/instances.py)."""
     from sgfast.agent.env import actor_input, coord_channels, to_uint8
 
     dev, mode, size = models.device, models.mode, models.size
@@ -342,11 +327,12 @@ def _paint_batch(models: Models, targets, sem, steps, frames_per, canvas0=None, 
     # that is not the step's is not painted in the background's colours (docs/painting.md).
     union = (torch.stack([m.amax(0) for m in all_masks])[:, None]
              if mode == "sg" and bg_gate == "union" and any(m.shape[0] > 1 for m in all_masks) else None)
+    picker = InstancePicker(targets, all_masks, min_gain) if mode == "sg" else None
     actions, chosen, frames = [], [], [[_to_u8_image(canvas[i])] for i in range(b)]
     frames_op = _frames_op(models.ops.name)
     for t in range(steps):
         if mode == "sg":
-            u = select_instances(targets, canvas, all_masks)  # Eq. 16, from this step's canvas
+            u = picker.pick(canvas)  # Eq. 16 (+ min_gain), from this step's canvas
             mask = torch.stack([all_masks[i][u[i]] for i in range(b)])[:, None]
             gbp = torch.stack([all_gbp[i][u[i]] for i in range(b)])[:, None]
             chosen.append(u.cpu())
@@ -403,7 +389,7 @@ def _frames_op(ops_name):
 def paint(images, mode="sg", steps=None, actor=None, renderer=None, segmenter=None, expert=None,
           masks=None, boxes=None, instances=None, device="cpu", ops="fused", batch_size=8,
           frames="step", progress=False, models=None, method="agent", strokes=100, iters=200, lr=0.1, nu=0.0, divide=1,
-          bg_gate="chosen"):
+          bg_gate="chosen", min_gain=DEFAULT_MIN_GAIN):
     """Paint `images` (paths, [H, W, 3] arrays or [3, H, W] tensors). Returns one PaintResult per
     image, in order; an image that cannot be read gets a result with `.error` set and the others are
     still painted. Set-up problems (weights, options) raise PaintError.
@@ -411,7 +397,9 @@ def paint(images, mode="sg", steps=None, actor=None, renderer=None, segmenter=No
     masks / boxes: per-image soft masks (path or array) and boxes (x y w h normalised; path or 4
     numbers), None entries mean "predict with Ψ" (a box defaults to the mask's bounding box when a
     mask is given). instances: per-image lists of instance masks (Eq. 16); bg_gate: what their
-    background strokes keep off, "chosen" (the step's instance) or "union" (all). frames: "step",
+    background strokes keep off, "chosen" (the step's instance) or "union" (all); min_gain: an
+    instance whose painting lowered its error by less than this fraction of its lowest so far is
+    left out of Eq. 16 from then on (None: plain Eq. 16; sgfast/instances.py). frames: "step",
     "stroke" or "none" (progress frames kept in the results). steps defaults to the agent's episode.
     method "optimize": no agent; `strokes` strokes optimised by Adam (`iters`, `lr`, focus weight `nu`),
     see sgfast/optimize_painter.py. divide D > 1: grid refinement, the painting is D x the canvas
@@ -429,6 +417,8 @@ def paint(images, mode="sg", steps=None, actor=None, renderer=None, segmenter=No
         raise PaintError(f"divide must be in [1, 16], got {divide}")
     if bg_gate not in BG_GATES:
         raise PaintError(f"bg_gate must be one of {BG_GATES}, got {bg_gate!r}")
+    if min_gain is not None and not 0.0 <= min_gain < 1.0:
+        raise PaintError(f"min_gain must be in [0, 1) or None (plain Eq. 16), got {min_gain}")
     if isinstance(images, (str, os.PathLike, np.ndarray, torch.Tensor)) and not (
             isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 4):
         images = [images]
@@ -499,7 +489,7 @@ def paint(images, mode="sg", steps=None, actor=None, renderer=None, segmenter=No
             from sgfast.divide_painter import paint_divided
             hi = torch.cat([_resize(torch.from_numpy(img).permute(2, 0, 1)[None], divide * models.size)
                             for _, _, img in ok_chunk])
-            painted = paint_divided(models, targets, hi, steps, frames, divide, sem, sem_hi, bg_gate)
+            painted = paint_divided(models, targets, hi, steps, frames, divide, sem, sem_hi, bg_gate, min_gain)
             for j, (i, name, _) in enumerate(ok_chunk):
                 p = painted[j]
                 n = len(p["strokes"])
@@ -513,7 +503,8 @@ def paint(images, mode="sg", steps=None, actor=None, renderer=None, segmenter=No
             if bar:
                 bar.update(len(chunk))
             continue
-        canvas, fg, bgl, actions, chosen, fr = _paint_batch(models, targets, sem, steps, frames, bg_gate=bg_gate)
+        canvas, fg, bgl, actions, chosen, fr = _paint_batch(models, targets, sem, steps, frames, bg_gate=bg_gate,
+                                                           min_gain=min_gain)
         for j, (i, name, _) in enumerate(ok_chunk):
             strokes = torch.stack([a[j] for a in actions]).view(steps * k, 13).double().numpy()
             if mode == "sg":

@@ -38,14 +38,16 @@ class Spy(torch.nn.Module):
 
 def test_patches_get_their_own_crops_and_eq16_per_patch():
     from sgfast.divide_painter import to_patches
-    from sgfast.paint import instance_errors, load_models, paint
+    from sgfast.instances import instance_errors
+    from sgfast.paint import load_models, paint
 
     models = load_models("sg", need_segmenter=False)
     spy = Spy(models.actor)
     steps, d = 4, 2
+    # plain Eq. 16 (min_gain=None): each patch's choice is then the argmax of that step's errors
     (r,) = paint([SCENE], instances=[INSTANCES], steps=steps, divide=d, frames="step",
-                 models=dataclasses.replace(models, actor=spy))
-    (plain,) = paint([SCENE], instances=[INSTANCES], steps=steps // 2, frames="none", models=models)
+                 models=dataclasses.replace(models, actor=spy), min_gain=None)
+    (plain,) = paint([SCENE], instances=[INSTANCES], steps=steps // 2, frames="none", models=models, min_gain=None)
     first, rest, k = steps // 2, steps - steps // 2, models.meta["strokes_bg"] + models.meta["strokes_fg"]
     assert r.ok and r.canvas.shape == (3, 128, 128) and r.masks.shape == (3, 128, 128)
     assert len(r.strokes) == first * k + rest * d * d * k and len(spy.inputs) == steps

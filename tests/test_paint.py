@@ -121,16 +121,16 @@ def test_baseline_mode_api():
 
 
 def test_instances_follow_eq16():
-    """Eq. 16 on a bundled scene: at every step the painted instance is argmax_i ||S_i (I - C_t)||_F,
-    recomputed here from the step's canvas (the progress frames). (With the shipped tiny agent the
-    largest instance keeps the largest error, so not every instance gets picked: docs/painting.md.)"""
+    """Plain Eq. 16 (min_gain=None) on a bundled scene: at every step the painted instance is
+    argmax_i ||S_i (I - C_t)||_F, recomputed here from the step's canvas (the progress frames). The
+    default rule on top of it: tests/test_multi_instance.py."""
     from sgfast.paint import paint
 
     img = os.path.join(SCENES, "images", "scene_000002.jpg")
     inst = sorted(glob.glob(os.path.join(SCENES, "instances", "scene_000002_*.png")))
     assert len(inst) == 3
     steps = 4
-    (r,) = paint([img], instances=[inst], steps=steps, frames="step")
+    (r,) = paint([img], instances=[inst], steps=steps, frames="step", min_gain=None)
     assert r.masks.shape[0] == 3 and len(r.frames) == steps + 1
     k = len(r.strokes) // steps
     for t in range(steps):

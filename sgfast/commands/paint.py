@@ -13,6 +13,22 @@ import shutil
 import sys
 import tempfile
 
+from sgfast.instances import DEFAULT_MIN_GAIN
+
+
+def _min_gain(text):
+    """--min-gain: a fraction in [0, 1), or 'off' (plain Eq. 16)."""
+    import argparse
+
+    if text.strip().lower() == "off":
+        return None
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1) or 'off', got {text!r}") from None
+    if not 0.0 <= v < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1) or 'off', got {v}")
+    return v
 
 
 def configure(parser):
@@ -36,6 +52,10 @@ def configure(parser):
                         help="with --instances, what background strokes keep off: the step's instance "
                              "(default; the others count as background) or every instance "
                              "(docs/painting.md)")
+    parser.add_argument("--min-gain", type=_min_gain, default=DEFAULT_MIN_GAIN, metavar="F|off",
+                        help="with --instances, an instance whose painting lowered its error by less than "
+                             f"this fraction of its lowest so far is not chosen again while others are "
+                             f"(default {DEFAULT_MIN_GAIN}); 'off' = plain Eq. 16 (docs/painting.md)")
     parser.add_argument("--size", type=int, default=None,
                         help="also re-render the strokes exactly at this side (painting_<N>.png)")
     parser.add_argument("--supersample", type=int, default=4, help="exact re-render samples per pixel side")
@@ -174,7 +194,8 @@ def run(args):
                         boxes=boxes, instances=inst, device=args.device, ops=args.ops,
                         batch_size=args.batch_size, frames="none" if args.no_video else args.frames,
                         progress=not args.no_progress, method=args.method, strokes=args.strokes,
-                        iters=args.iters, lr=args.lr, nu=args.nu, divide=args.divide, bg_gate=args.bg_gate)
+                        iters=args.iters, lr=args.lr, nu=args.nu, divide=args.divide, bg_gate=args.bg_gate,
+                        min_gain=args.min_gain)
     except PaintError as exc:
         print(f"sgfast paint: error: {exc}", file=sys.stderr)
         return 2
