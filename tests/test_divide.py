@@ -72,6 +72,11 @@ def test_patches_get_their_own_crops_and_eq16_per_patch():
             err = instance_errors(target_p[q], x[q, :3], masks_p[q])
             assert u == int(err.argmax()), (t, q, err)
     assert len(chosen) > 1  # the patches do not all paint the same instance (the check can fail)
+    # with the default instance rule (min_gain) too, phase 1 is the undivided painting
+    (r,) = paint([SCENE], instances=[INSTANCES], steps=steps, divide=d, frames="none", models=models)
+    (plain,) = paint([SCENE], instances=[INSTANCES], steps=steps // 2, frames="none", models=models)
+    np.testing.assert_allclose(r.strokes[:first * k], plain.strokes, atol=1e-6)
+    assert r.mask_ids[:first * k] == plain.mask_ids
 
 
 def test_cli_sg_divide_outputs_and_layers(tmp_path):

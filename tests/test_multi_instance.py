@@ -252,6 +252,31 @@ def test_cli_instances_outputs(scenes, tmp_path):
     np.testing.assert_array_equal(read_image_rgb(str(tmp_path / "r.png")), read_image_rgb(str(folder / "painting_64.png")))
 
 
+def test_cli_min_gain(tmp_path, capsys):
+    """--min-gain reaches the painting: on a bundled scene (2 instances, the agent's 10 steps) plain
+    Eq. 16 ('off') paints one instance, the default both. Bad values are refused."""
+    scenes = os.path.join(os.path.dirname(__file__), "..", "assets", "samples", "scenes")
+    img = os.path.join(scenes, "images", "scene_000001.jpg")
+    inst = sorted(glob.glob(os.path.join(scenes, "instances", "scene_000001_*.png")))
+    assert len(inst) == 2
+    painted = {}
+    for opt in (["--min-gain", "off"], []):
+        out = tmp_path / (opt[-1] if opt else "default")
+        assert cli.main(["paint", img, "--instances", ",".join(inst), "--out", str(out), "--no-video",
+                         "--no-progress", "--threads", "1", *opt]) == 0
+        doc = json.loads((out / "scene_000001" / "strokes.json").read_text())
+        painted[opt[-1] if opt else "default"] = {s["mask"] for s in doc["strokes"] if s["layer"] == "fg"}
+    assert len(painted["off"]) == 1 and painted["default"] == {0, 1}, painted
+    for bad in ("1", "-0.1", "much"):
+        with pytest.raises(SystemExit):
+            cli.main(["paint", img, "--instances", ",".join(inst), "--out", str(tmp_path / "x"), "--min-gain", bad])
+        assert "--min-gain" in capsys.readouterr().err
+    from sgfast.paint import PaintError, paint
+
+    with pytest.raises(PaintError, match="min_gain"):
+        paint([img], instances=[inst], min_gain=1.0)
+
+
 class FixedActor(torch.nn.Module):
     """The same visible strokes at every step (background ones included), whatever the input."""
 
