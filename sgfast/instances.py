@@ -23,18 +23,27 @@ def instance_errors(target, canvas, masks):
     return (masks[:, None] * (target - canvas)[None]).flatten(1).norm(dim=1)
 
 
+def check_min_gain(min_gain):
+    """min_gain is None (plain Eq. 16) or a fraction in [0, 1); ValueError otherwise."""
+    if min_gain is not None and not 0.0 <= min_gain < 1.0:
+        raise ValueError(f"min_gain must be in [0, 1) or None (plain Eq. 16), got {min_gain}")
+    return min_gain
+
+
+def _argmax(err, skip=None):
+    """The argmax of err [M] over the instances not in skip (all of them if skip covers every one)."""
+    if skip is not None and not bool(skip.all()):
+        err = err.masked_fill(skip, -1.0)  # errors are >= 0, so a kept instance wins
+    return err.argmax()
+
+
 def select_instances(targets, canvas, masks, skip=None):
     """Eq. 16 for a batch: u_b = argmax_i ||S_i (I_b - C_b)||_F. targets, canvas [B, 3, S, S]; masks:
     B tensors [M_b, S, S] (the instance count may differ per image); skip: None or B bool tensors
     [M_b], instances left out of the argmax unless all of that image's are. Returns [B] long (ties:
     the lowest index)."""
-    out = []
-    for i, m in enumerate(masks):
-        err = instance_errors(targets[i], canvas[i], m)
-        if skip is not None and not bool(skip[i].all()):
-            err = err.masked_fill(skip[i], -1.0)  # errors are >= 0, so a kept instance wins
-        out.append(err.argmax())
-    return torch.stack(out)
+    return torch.stack([_argmax(instance_errors(targets[i], canvas[i], m), None if skip is None else skip[i])
+                        for i, m in enumerate(masks)])
 
 
 class InstancePicker:
@@ -42,23 +51,21 @@ class InstancePicker:
     (module docstring). Call `pick(canvas)` once per step, before painting it."""
 
     def __init__(self, targets, masks, min_gain=DEFAULT_MIN_GAIN):
-        if min_gain is not None and not 0.0 <= min_gain < 1.0:
-            raise ValueError(f"min_gain must be in [0, 1) or None, got {min_gain}")
-        self.targets, self.masks, self.min_gain = targets, masks, min_gain
+        self.targets, self.masks, self.min_gain = targets, masks, check_min_gain(min_gain)
         self.skip = [torch.zeros(m.shape[0], dtype=torch.bool, device=m.device) for m in masks]
         self.best = None   # per image [M]: the lowest error of each instance so far
         self.last = None   # [B]: the instance the previous step painted
 
     def pick(self, canvas):
-        if self.min_gain is None:
-            return select_instances(self.targets, canvas, self.masks)
         errs = [instance_errors(self.targets[i], canvas[i], m) for i, m in enumerate(self.masks)]
+        if self.min_gain is None:
+            return torch.stack([_argmax(e) for e in errs])
         if self.last is not None:
             for i, u in enumerate(self.last.tolist()):
                 if errs[i][u] >= (1.0 - self.min_gain) * self.best[i][u]:
                     self.skip[i][u] = True
         self.best = errs if self.best is None else [torch.minimum(b, e) for b, e in zip(self.best, errs)]
-        self.last = select_instances(self.targets, canvas, self.masks, self.skip)
+        self.last = torch.stack([_argmax(e, s) for e, s in zip(errs, self.skip)])
         return self.last
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sgfast.instances import DEFAULT_MIN_GAIN, InstancePicker, stroke_gates
+from sgfast.instances import DEFAULT_MIN_GAIN, InstancePicker, check_min_gain, stroke_gates
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WEIGHTS = os.path.join(ROOT, "weights")
@@ -417,8 +417,10 @@ def paint(images, mode="sg", steps=None, actor=None, renderer=None, segmenter=No
         raise PaintError(f"divide must be in [1, 16], got {divide}")
     if bg_gate not in BG_GATES:
         raise PaintError(f"bg_gate must be one of {BG_GATES}, got {bg_gate!r}")
-    if min_gain is not None and not 0.0 <= min_gain < 1.0:
-        raise PaintError(f"min_gain must be in [0, 1) or None (plain Eq. 16), got {min_gain}")
+    try:
+        check_min_gain(min_gain)
+    except ValueError as exc:
+        raise PaintError(str(exc)) from None
     if isinstance(images, (str, os.PathLike, np.ndarray, torch.Tensor)) and not (
             isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 4):
         images = [images]

@@ -13,7 +13,7 @@ import shutil
 import sys
 import tempfile
 
-from sgfast.instances import DEFAULT_MIN_GAIN
+from sgfast.instances import DEFAULT_MIN_GAIN, check_min_gain
 
 
 def _min_gain(text):
@@ -23,12 +23,9 @@ def _min_gain(text):
     if text.strip().lower() == "off":
         return None
     try:
-        v = float(text)
+        return check_min_gain(float(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number in [0, 1) or 'off', got {text!r}") from None
-    if not 0.0 <= v < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1) or 'off', got {v}")
-    return v
 
 
 def configure(parser):
