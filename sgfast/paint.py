@@ -70,6 +70,11 @@ class PaintResult:
         return int(self.canvas.shape[-1])
 
     @property
+    def painted_instances(self) -> set:
+        """The instances (indices into masks) that foreground strokes painted; empty in baseline mode."""
+        return {u for u, layer in zip(self.mask_ids, self.layers) if layer == "fg"}
+
+    @property
     def union_gated(self) -> bool:
         """bg_gate "union" with several instances: the bg strokes are gated by 1 - (their union)."""
         return self.masks is not None and self.masks.shape[0] > 1 and self.masks.shape[0] in self.mask_ids

@@ -48,3 +48,8 @@ def test_demo_without_scenes(tmp_path):
     out = tmp_path / "demo"
     assert cli.main(["demo", "--out", str(out), "--scenes", ""]) == 0
     assert sorted(p.name for p in (out / "sg").iterdir()) == sorted(_names("birds"))
+
+
+def test_demo_with_a_folder_that_is_not_a_scenes_data_set(tmp_path, capsys):
+    assert cli.main(["demo", "--out", str(tmp_path / "demo"), "--scenes", str(tmp_path / "nope")]) == 2
+    assert "--scenes" in capsys.readouterr().err and not (tmp_path / "demo").exists()

@@ -235,6 +235,7 @@ def test_tiny_agent_paints_every_instance_with_the_default_rule(scenes, models):
     for r, (_, inst) in zip(results, items):
         assert r.ok
         assert {u for u, layer in zip(r.mask_ids, r.layers) if layer == "fg"} == set(range(len(inst))), r.name
+        assert r.painted_instances == set(range(len(inst)))
 
 
 def test_cli_instances_outputs(scenes, tmp_path):

@@ -19,8 +19,8 @@ def configure(parser):
     parser.add_argument("--samples", default=os.path.join(ASSETS, "samples", "birds"),
                         help="sample data set in the CUB layout (default: the bundled birds)")
     parser.add_argument("--scenes", default=os.path.join(ASSETS, "samples", "scenes"),
-                        help="multi-object scenes with instances/<image>_<i>.png (default: the bundled "
-                             "scenes; '' = none)")
+                        help="a `make-dataset scenes` folder, painted with its instance masks (default: "
+                             "the bundled scenes; '' = none)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
 
 
@@ -43,12 +43,18 @@ def run(args):
              for p in images]
     masks = [m if os.path.isfile(m) else None for m in masks]
     instances = [None] * len(images)
-    scenes = sorted(glob.glob(os.path.join(args.scenes, "images", "*.jpg"))) if args.scenes else []
-    for p in scenes:
-        name = os.path.splitext(os.path.basename(p))[0]
-        images.append(p)
-        masks.append(None)
-        instances.append(sorted(glob.glob(os.path.join(args.scenes, "instances", name + "_*.png"))) or None)
+    if args.scenes:
+        from sgfast.data.datasets import DatasetFormatError, SyntheticScenes
+
+        try:
+            scenes = SyntheticScenes(args.scenes, split="all").records
+        except (DatasetFormatError, OSError) as exc:
+            print(f"sgfast demo: error: --scenes {args.scenes}: {exc}", file=sys.stderr)
+            return 2
+        for rec in scenes:
+            images.append(rec.image)
+            masks.append(None)
+            instances.append([path for path, _, _ in rec.instances] or None)
     try:
         runs = {mode: paint(images, mode=mode, masks=masks if mode == "sg" else None,
                             instances=instances if mode == "sg" else None, frames="step")
@@ -68,8 +74,7 @@ def run(args):
         big = lambda t: cv2.resize(_u8(t), (side, side), interpolation=cv2.INTER_NEAREST)  # noqa: E731
         rows.append(np.concatenate([big(s.target), big(b.canvas), big(s.canvas), _u8(result_exact(s, side, supersample=2))], 1))
         l2 = lambda r: float(((r.canvas - r.target) ** 2).mean())  # noqa: E731
-        painted = {u for u, layer in zip(s.mask_ids, s.layers) if layer == "fg"}
-        inst = f", {s.masks.shape[0]} instances, {len(painted)} painted" if s.masks.shape[0] > 1 else ""
+        inst = f", {s.masks.shape[0]} instances, {len(s.painted_instances)} painted" if s.masks.shape[0] > 1 else ""
         print(f"demo: {s.name}: L2 baseline {l2(b):.4f}, sg {l2(s):.4f} ({len(s.strokes)} strokes{inst})")
     if not rows:
         return 1
