@@ -3,12 +3,49 @@
 Checkpoints are written with torch.save to a temporary file in the same folder, fsynced, then
 renamed over the target, so an interruption never leaves a half-written file. They are read with
 `torch.load(weights_only=True)`: tensors, numbers, strings, lists and dicts only; no code runs.
+
+The temporary files and folders are created with modes 0666 / 0777 less the umask (what open() and
+os.mkdir() give), not tempfile's private 0600 / 0700, so the outputs renamed into place get the
+permissions of any normally created file or folder (0644 / 0755 under umask 022).
 """
 import contextlib
 import os
-import tempfile
+import secrets
 
 import torch
+
+_TEMP_ATTEMPTS = 100
+
+
+def _temp_name(folder, prefix, suffix):
+    return os.path.join(folder, f"{prefix}{secrets.token_hex(4)}{suffix}")
+
+
+def make_temp_file(folder, prefix="", suffix=".tmp") -> str:
+    """Create a new empty file in `folder` (exclusively, as tempfile.mkstemp) with mode 0666 less the
+    umask, and return its path."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(_TEMP_ATTEMPTS):
+        name = _temp_name(folder, prefix, suffix)
+        try:
+            os.close(os.open(name, flags, 0o666))
+        except FileExistsError:
+            continue
+        return name
+    raise FileExistsError(f"no free temporary name in {folder}")
+
+
+def make_temp_dir(folder, prefix="", suffix=".tmp") -> str:
+    """Create a new folder in `folder` (as tempfile.mkdtemp) with mode 0777 less the umask, and return
+    its path."""
+    for _ in range(_TEMP_ATTEMPTS):
+        name = _temp_name(folder, prefix, suffix)
+        try:
+            os.mkdir(name, 0o777)
+        except FileExistsError:
+            continue
+        return name
+    raise FileExistsError(f"no free temporary name in {folder}")
 
 
 @contextlib.contextmanager
@@ -17,8 +54,7 @@ def atomic_path(path):
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    os.close(fd)
+    tmp = make_temp_file(folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
     try:
         yield tmp
         with open(tmp, "rb") as f:

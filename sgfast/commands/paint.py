@@ -102,12 +102,14 @@ def _upscale(frame, side):
 
 def write_result(result, folder, size=None, supersample=4, frame_size=256, video=True, device="cpu"):
     """Write one PaintResult into `folder` atomically (temp folder + rename). Returns the file list."""
+    from sgfast.io import make_temp_dir
     from sgfast.paint import result_exact
     from sgfast.paint_export import gif_bytes, png_bytes, strokes_document, svg_text, write_mp4
 
     parent = os.path.dirname(os.path.abspath(folder))
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix="." + os.path.basename(folder) + ".", suffix=".tmp", dir=parent)
+    # 0777 less the umask, as a normally created folder (tempfile.mkdtemp's would stay 0700)
+    tmp = make_temp_dir(parent, prefix="." + os.path.basename(folder) + ".", suffix=".tmp")
     try:
         def put(name, data):
             with open(os.path.join(tmp, name), "wb") as f:
