@@ -49,12 +49,13 @@ def make_temp_dir(folder, prefix="", suffix=".tmp") -> str:
 
 
 @contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temporary path next to `path`; on success it replaces `path` atomically."""
+def atomic_path(path, suffix=".tmp"):
+    """Yield a temporary path next to `path` (ending in `suffix`, for writers that go by the file
+    extension); on success it replaces `path` atomically."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    tmp = make_temp_file(folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    tmp = make_temp_file(folder, prefix="." + os.path.basename(path) + ".", suffix=suffix)
     try:
         yield tmp
         with open(tmp, "rb") as f:

@@ -1,14 +1,15 @@
-"""Writers for the painting outputs: PNG, GIF (own encoder), MP4 (cv2), stroke JSON and SVG.
+"""Writers for the painting outputs: PNG (OpenCV), GIF (Pillow, one adaptive palette), MP4 (H.264 by
+the ffmpeg of imageio-ffmpeg), stroke JSON and SVG.
 
-Everything returns bytes (or writes into a folder the caller renames into place), so a painting's
-outputs appear all at once or not at all. Images are uint8 RGB [H, W, 3] numpy arrays.
+Everything returns bytes (the caller writes them into a folder it renames into place) or, for the
+MP4, writes a temporary file renamed into place, so a painting's outputs appear all at once or not
+at all, and a failed write raises. Images are uint8 RGB [H, W, 3] numpy arrays.
 """
 from __future__ import annotations
 
 import base64
 import json
 import os
-import struct
 
 import numpy as np
 
@@ -30,123 +31,100 @@ def png_bytes(rgb: np.ndarray) -> bytes:
 
 # --------------------------------------------------------------------------- GIF
 
-# A fixed 6 x 7 x 6 colour cube (252 entries, padded to 256): no per-frame palette search, and the
-# same palette for every frame keeps the animation free of palette flicker.
-_LEVELS = (6, 7, 6)
+GIF_COLOURS = 256  # the most a GIF palette holds
+_PALETTE_PIXELS = 1 << 20  # the palette is chosen from frames sampled evenly (the last always) up to
+_PALETTE_FRAMES = 64       # this many pixels and frames
 
 
-def _palette() -> np.ndarray:
-    r, g, b = (np.round(np.linspace(0, 255, n)).astype(np.uint8) for n in _LEVELS)
-    cube = np.stack(np.meshgrid(r, g, b, indexing="ij"), -1).reshape(-1, 3)
-    return np.concatenate([cube, np.zeros((256 - len(cube), 3), np.uint8)])
+def _check_frames(frames, what):
+    frames = [np.asarray(f) for f in frames]
+    if not frames:
+        raise ValueError(f"{what}: no frames")
+    h, w = frames[0].shape[:2]
+    for i, f in enumerate(frames):
+        if f.dtype != np.uint8 or f.ndim != 3 or f.shape[2] != 3:
+            raise ValueError(f"{what}: frame {i} must be uint8 RGB [H, W, 3], got {f.dtype} {f.shape}")
+        if f.shape[:2] != (h, w):
+            raise ValueError(f"{what}: frame {i} is {f.shape[:2]}, expected {(h, w)}")
+    return frames
 
 
-def _quantise(rgb: np.ndarray) -> np.ndarray:
-    x = rgb.astype(np.float32) / 255.0
-    idx = [np.rint(x[..., c] * (n - 1)).astype(np.int32) for c, n in enumerate(_LEVELS)]
-    return (idx[0] * (_LEVELS[1] * _LEVELS[2]) + idx[1] * _LEVELS[2] + idx[2]).astype(np.uint8)
+def gif_palette_image(frames):
+    """The GIF's one palette (a Pillow "P" image): the median cut of the frames' colours, adaptive to
+    this painting. One palette for all the frames keeps the animation free of palette flicker."""
+    from PIL import Image
 
-
-def _lzw(indices: np.ndarray, min_code_size: int = 8) -> bytes:
-    """GIF variable-length LZW of a flat uint8 array, packed LSB first, in 255-byte sub-blocks."""
-    clear, end = 1 << min_code_size, (1 << min_code_size) + 1
-    out = bytearray()
-    acc = nbits = 0
-
-    def emit(code, width):
-        nonlocal acc, nbits
-        acc |= code << nbits
-        nbits += width
-        while nbits >= 8:
-            out.append(acc & 0xFF)
-            acc >>= 8
-            nbits -= 8
-
-    width = min_code_size + 1
-    table = {}
-    next_code = end + 1
-    emit(clear, width)
-    data = indices.tobytes()
-    prefix = data[0] if data else None
-    for ch in data[1:]:
-        key = (prefix, ch)
-        code = table.get(key)
-        if code is not None:
-            prefix = code
-            continue
-        emit(prefix, width)
-        if next_code < 4096:
-            table[key] = next_code
-            next_code += 1
-            if next_code > (1 << width) and width < 12:
-                width += 1
-        else:  # table full: start over
-            emit(clear, width)
-            table.clear()
-            next_code, width = end + 1, min_code_size + 1
-        prefix = ch
-    if prefix is not None:
-        emit(prefix, width)
-    emit(end, width)
-    if nbits:
-        out.append(acc & 0xFF)
-    blocks = bytearray([min_code_size])
-    for i in range(0, len(out), 255):
-        chunk = out[i:i + 255]
-        blocks.append(len(chunk))
-        blocks += chunk
-    blocks.append(0)
-    return bytes(blocks)
+    frames = _check_frames(frames, "gif_palette_image")
+    h, w = frames[0].shape[:2]
+    n = max(1, min(len(frames), _PALETTE_FRAMES, _PALETTE_PIXELS // (h * w)))
+    picks = np.unique(np.linspace(len(frames) - 1, 0, n).round().astype(int))
+    sample = Image.fromarray(np.concatenate([frames[i] for i in picks], 0))
+    return sample.quantize(GIF_COLOURS, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
 
 
 def gif_bytes(frames, delay_ms: int = 100, last_delay_ms: int = 1500, loop: bool = True) -> bytes:
-    """Animated GIF89a of uint8 RGB frames [H, W, 3] (all the same size)."""
-    frames = list(frames)
-    if not frames:
-        raise ValueError("gif_bytes: no frames")
-    h, w = frames[0].shape[:2]
-    pal = _palette()
-    head = bytearray(b"GIF89a" + struct.pack("<HHBBB", w, h, 0xF7, 0, 0) + pal.tobytes())
-    if loop:  # NETSCAPE2.0 application extension: loop forever
-        head += b"\x21\xff\x0bNETSCAPE2.0\x03\x01\x00\x00\x00"
-    for i, f in enumerate(frames):
-        if f.shape[:2] != (h, w):
-            raise ValueError(f"gif_bytes: frame {i} is {f.shape[:2]}, expected {(h, w)}")
-        delay = (last_delay_ms if i == len(frames) - 1 else delay_ms) // 10
-        head += b"\x21\xf9\x04\x00" + struct.pack("<H", delay) + b"\x00\x00"
-        head += b"\x2c" + struct.pack("<HHHHB", 0, 0, w, h, 0)
-        head += _lzw(_quantise(f).reshape(-1))
-    head += b"\x3b"
-    return bytes(head)
+    """Animated GIF of uint8 RGB frames [H, W, 3] (all the same size), encoded by Pillow with one
+    adaptive palette (gif_palette_image) and no dithering. Pillow merges a frame identical to the one
+    before into it (their delays add up), so the animation plays the same."""
+    import io
 
+    from PIL import Image
 
-def gif_palette() -> np.ndarray:
-    return _palette()
-
-
-def gif_quantise(rgb: np.ndarray) -> np.ndarray:
-    return _quantise(rgb)
+    frames = _check_frames(frames, "gif_bytes")
+    palette = gif_palette_image(frames)
+    images = [Image.fromarray(f).quantize(palette=palette, dither=Image.Dither.NONE) for f in frames]
+    durations = [delay_ms] * (len(images) - 1) + [last_delay_ms]
+    options = {"loop": 0} if loop else {}
+    buf = io.BytesIO()
+    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], duration=durations,
+                   optimize=False, **options)
+    return buf.getvalue()
 
 
 # --------------------------------------------------------------------------- MP4
 
-def write_mp4(path: str, frames, fps: float = 10.0) -> bool:
-    """MP4 (mp4v) via cv2.VideoWriter; False when this OpenCV build cannot write it."""
-    import cv2
+MP4_CRF = 18  # x264 constant rate factor: near-lossless for these small, flat paintings
+# RGB -> YUV by the BT.709 matrix (limited range), and the stream tagged so: players need not guess
+_BT709 = ["-vf", "scale=out_color_matrix=bt709:out_range=tv,"
+          "setparams=color_primaries=bt709:color_trc=bt709:colorspace=bt709:range=tv"]
 
-    frames = list(frames)
-    if not frames:
-        return False
-    h, w = frames[0].shape[:2]
-    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-    if not writer.isOpened():
-        return False
-    try:
-        for f in frames:
-            writer.write(np.ascontiguousarray(f[..., ::-1]))
-    finally:
-        writer.release()
-    return os.path.isfile(path) and os.path.getsize(path) > 0
+
+def _even(frame: np.ndarray) -> np.ndarray:
+    """Pad an odd height / width by repeating the last row / column (yuv420p needs even sides)."""
+    h, w = frame.shape[:2]
+    if h % 2 or w % 2:
+        frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    return np.ascontiguousarray(frame)
+
+
+def write_mp4(path: str, frames, fps: float = 10.0) -> None:
+    """H.264 MP4 (yuv420p, BT.709, +faststart: plays in browsers) of uint8 RGB frames [H, W, 3],
+    encoded by the ffmpeg that imageio-ffmpeg ships. Odd sides are padded to even ones. Written to a
+    temporary name and renamed into place; any failure (the encoder, a full disk) raises and leaves
+    no file."""
+    import imageio.v2 as imageio
+    import imageio_ffmpeg
+
+    from sgfast.io import atomic_path
+
+    frames = [_even(f) for f in _check_frames(frames, "write_mp4")]
+    with atomic_path(path, suffix=".tmp.mp4") as tmp:  # imageio picks its writer by the extension
+        writer = imageio.get_writer(
+            tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264", pixelformat="yuv420p",
+            quality=None, macro_block_size=1, ffmpeg_log_level="error",
+            output_params=["-crf", str(MP4_CRF), "-movflags", "+faststart", *_BT709])
+        try:
+            for f in frames:
+                writer.append_data(f)
+        finally:
+            writer.close()
+        # imageio-ffmpeg does not check ffmpeg's exit status: decode the file to know it is whole.
+        try:
+            n, _ = imageio_ffmpeg.count_frames_and_secs(tmp)
+        except (RuntimeError, OSError) as exc:
+            raise RuntimeError(f"write_mp4: ffmpeg did not write a readable {path}: {exc}") from None
+        if n != len(frames):
+            raise RuntimeError(f"write_mp4: {path} holds {n} frames, {len(frames)} were written")
 
 
 # --------------------------------------------------------------------------- strokes

@@ -1,9 +1,11 @@
 """`sgfast paint IMG... --out DIR`: paint images with a trained agent and write, per image, a folder
 DIR/<name>/ with painting.png, fg.png / bg.png (sg mode: each layer's strokes alone on a blank
 canvas), target.png, mask.png (the S the strokes were gated by; mask_<i>.png per instance),
-progress.gif, progress.mp4 (when OpenCV can write mp4v), strokes.json, strokes.svg and, with
---size N, painting_<N>.png (the strokes re-rendered exactly at N px). Each folder is written to a
-temporary name and renamed when complete. See sgfast/paint.py for the Python API.
+progress.gif (Pillow, one adaptive palette), progress.mp4 (H.264, plays in browsers), strokes.json,
+strokes.svg and, with --size N, painting_<N>.png (the strokes re-rendered exactly at N px). Each
+folder is written to a temporary name and renamed when complete (a failed write, the MP4's included,
+raises and leaves no partial folder); files and folders get the permissions the umask gives. See
+sgfast/paint.py for the Python API.
 """
 from __future__ import annotations
 
@@ -138,7 +140,7 @@ def write_result(result, folder, size=None, supersample=4, frame_size=256, video
         if video and result.frames:
             frames = [_upscale(f, frame_size) for f in result.frames]
             put("progress.gif", gif_bytes(frames))
-            write_mp4(os.path.join(tmp, "progress.mp4"), frames)  # skipped if OpenCV cannot
+            write_mp4(os.path.join(tmp, "progress.mp4"), frames)  # raises if ffmpeg fails
         files = sorted(os.listdir(tmp))
         if os.path.isdir(folder):  # replace a previous painting as a whole
             old = folder + ".old"
