@@ -1,5 +1,8 @@
 """Comparing painting agents on a test split (`sgfast evaluate`, issue 6 item 7).
 
+The split: `split=None` (the default) is the test split, or all the images when the data set has
+none in its test split (the bundled samples are all train images), said in one line to `log`.
+
 Every agent paints the same test images with the same number of strokes (steps x strokes per
 step; agents with different strokes per step get steps = strokes // K). Per image, then averaged:
 
@@ -72,14 +75,16 @@ def _mean(x):
     return float(x.mean()) if x.numel() else float("nan")
 
 
-def evaluate(dataset, actors, steps=None, num=None, split="test", batch_size=16, segmenter=None,
+def evaluate(dataset, actors, steps=None, num=None, split=None, batch_size=16, segmenter=None,
              renderer=None, expert=None, true_masks=False, device="cpu", ops="fused", grid=0,
-             progress=False, painters=None):
+             progress=False, painters=None, log=None):
     """Paint the first `num` images of `split` with each agent; returns (rows, grid image or None).
 
-    actors: list of (label, weights path). painters: optional extra (label, fn) where
-    fn(targets [B, 3, S, S], strokes) returns canvases (e.g. the optimisation painter); they get the
-    same stroke count. rows: dicts with COLUMNS (means over the images).
+    actors: list of (label, weights path). split: "test", "train", "all", or None: the test split,
+    or all the images when the test split is empty (then `log`, if given, is called with one line
+    saying so). painters: optional extra (label, fn) where fn(targets [B, 3, S, S], strokes) returns
+    canvases (e.g. the optimisation painter); they get the same stroke count. rows: dicts with
+    COLUMNS (means over the images).
     """
     from sgfast.agent.export import load_actor
     from sgfast.data import CUB200
@@ -118,13 +123,19 @@ def evaluate(dataset, actors, steps=None, num=None, split="test", batch_size=16,
     # Images are read at 128 px at least (Ψ and the expert were trained on 128-px reads, as
     # `sgfast prepare`); true masks and parts at the canvas size for the metrics.
     try:
-        hi = CUB200(dataset, split=split, size=max(size, 128))
-        lo = CUB200(dataset, split=split, size=size)
+        hi = CUB200(dataset, split=split or "test", size=max(size, 128))
+        if split is None and len(hi) == 0:  # no test images (e.g. the bundled samples): all of them
+            split = "all"
+            hi = CUB200(dataset, split=split, size=max(size, 128))
+            if log is not None and len(hi):
+                log(f"{dataset} has no test-split images: evaluating all {len(hi)} images (choose with --split)")
+        lo = CUB200(dataset, split=split or "test", size=size)
     except (OSError, ValueError) as exc:
         raise PaintError(f"DATASET: {exc}") from None
     n = len(lo) if num is None else min(num, len(lo))
     if n == 0:
-        raise PaintError(f"DATASET: the {split} split of {dataset} is empty")
+        hint = " (--split all evaluates every image)" if split in ("test", "train") else ""
+        raise PaintError(f"DATASET: the {split or 'test'} split of {dataset} is empty{hint}")
     dist = torch.tensor(distinguishing_labels(dataset), dtype=torch.long)
     samples = [(hi[i], lo[i]) for i in range(n)]
     images = [h["image"] for h, _ in samples]

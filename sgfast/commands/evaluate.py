@@ -1,7 +1,9 @@
 """`sgfast evaluate DATASET --actor A [--baseline-actor B]`: compare agents at equal stroke counts on
-a test split (CUB layout, e.g. `sgfast make-dataset birds`). Prints the table and writes
-DIR/evaluate.csv, DIR/evaluate.md and, with --grid N, DIR/grid.png (rows: images; columns: target,
-then each agent). See sgfast/evaluate.py for the metrics."""
+a test split (CUB layout, e.g. `sgfast make-dataset birds`; a data set without test-split images,
+such as the bundled samples, is evaluated on all its images, said in one line, unless --split says
+otherwise). Prints the table and writes DIR/evaluate.csv, DIR/evaluate.md and, with --grid N,
+DIR/grid.png (rows: images; columns: target, then each agent). See sgfast/evaluate.py for the
+metrics."""
 from __future__ import annotations
 
 import os
@@ -19,8 +21,10 @@ def configure(parser):
     parser.add_argument("--optimize-iters", type=int, default=200, help="Adam iterations of --optimize")
     parser.add_argument("--steps", type=int, default=None,
                         help="agent steps (default: the agents' episode); strokes = steps x strokes per step")
-    parser.add_argument("--num", type=int, default=None, help="evaluate the first N test images (default: all)")
-    parser.add_argument("--split", choices=("test", "train", "all"), default="test")
+    parser.add_argument("--num", type=int, default=None, help="evaluate the first N images of the split (default: all)")
+    parser.add_argument("--split", choices=("test", "train", "all"), default=None,
+                        help="images to evaluate (default: test, or all when the data set has no "
+                             "test-split images, e.g. the bundled samples)")
     parser.add_argument("--out", default="out/evaluate", help="output folder (default: %(default)s)")
     parser.add_argument("--grid", type=int, default=0, metavar="N", help="write grid.png of the first N images")
     parser.add_argument("--true-masks", action="store_true",
@@ -66,7 +70,8 @@ def run(args):
     try:
         rows, grid = evaluate(args.dataset, actors, args.steps, args.num, args.split, args.batch_size,
                               args.segmenter, args.renderer, args.expert, args.true_masks, args.device, args.ops,
-                              args.grid, not args.no_progress, painters)
+                              args.grid, not args.no_progress, painters,
+                              log=lambda line: print(f"sgfast evaluate: {line}", file=sys.stderr))
     except PaintError as exc:
         print(f"sgfast evaluate: error: {exc}", file=sys.stderr)
         return 2
