@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from cli_usage import usage_error
 from sgfast.cli import main
 from sgfast.io import load_checkpoint, save_weights_fp16
 from sgfast.models.expert import (Expert, ExpertConfig, crop_boxes, expert_input, load_expert,
@@ -15,7 +16,7 @@ from sgfast.models.gbp import (gbp_maps, guided_gradients, guided_relus, normali
                                part_concentration)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHIPPED_EXPERT = os.path.join(ROOT, "weights", "expert_tiny.pt")
+SHIPPED_EXPERT = os.path.join(ROOT, "sgfast", "weights", "expert_tiny.pt")
 SMALL = ExpertConfig(num_classes=5, crop=16, widths=(8, 12))
 
 
@@ -148,11 +149,14 @@ def test_part_concentration_oracle():
     assert part_concentration(maps, fg, parts) == pytest.approx(5.0)
 
 
-def test_expert_cli_trains_exports_and_resumes(birds, tmp_path):
+def test_expert_cli_trains_exports_and_resumes(birds, tmp_path, capsys):
+    def argv(out, *extra):
+        return ["train-expert", birds, "--image-size", "32", "--crop", "16", "--widths", "8,12",
+                "--batch-size", "4", "--out", str(out), "--no-progress", "--no-tensorboard",
+                "--gbp-images", "4", *extra]
+
     def cli(out, *extra):
-        return main(["train-expert", birds, "--image-size", "32", "--crop", "16", "--widths", "8,12",
-                     "--batch-size", "4", "--out", str(out), "--no-progress",
-                     "--gbp-images", "4", *extra])
+        return main(argv(out, *extra))
 
     w = tmp_path / "e.pt"
     assert cli(tmp_path / "a", "--steps", "4", "--export", str(w)) == 0
@@ -169,8 +173,7 @@ def test_expert_cli_trains_exports_and_resumes(birds, tmp_path):
     save_weights_fp16(tmp_path / "seg.pt", {}, {"kind": "segmenter"})
     with pytest.raises(ValueError, match="not an expert"):
         load_expert(tmp_path / "seg.pt")
-    with pytest.raises(SystemExit, match="box-jitter"):
-        cli(tmp_path / "c", "--box-jitter", "0.7")
+    usage_error(capsys, argv(tmp_path / "c", "--box-jitter", "0.7"), r"--box-jitter must be in \[0, 0.5\)")
     # --init: same weights to start from, new crop; --widths on the command line is ignored.
     assert cli(tmp_path / "d", "--steps", "1", "--lr", "1e-12", "--crop", "24", "--widths", "5,5",
                "--init", str(w), "--export", str(tmp_path / "d.pt")) == 0
@@ -179,8 +182,10 @@ def test_expert_cli_trains_exports_and_resumes(birds, tmp_path):
     for k, v in model.state_dict().items():
         if v.is_floating_point() and "running" not in k:  # BatchNorm statistics move in train mode
             torch.testing.assert_close(tuned.state_dict()[k], v, atol=1e-3, rtol=0, msg=k)
-    with pytest.raises(SystemExit, match="--init"):
-        cli(tmp_path / "e", "--steps", "1", "--init", str(tmp_path / "seg.pt"))
+    usage_error(capsys, argv(tmp_path / "e", "--steps", "1", "--init", str(tmp_path / "seg.pt")),
+                "--init .*not an expert")
+    usage_error(capsys, argv(tmp_path / "e", "--steps", "1", "--segmenter", str(tmp_path / "none.pt")),
+                "--segmenter .*none.pt")
 
 
 def test_gaussian_blur_matches_a_2d_convolution():
@@ -188,7 +193,7 @@ def test_gaussian_blur_matches_a_2d_convolution():
     (replicate padding); sigma 0 leaves the image unchanged."""
     import math
 
-    from train.expert import gaussian_blur
+    from sgfast.train.expert import gaussian_blur
     torch.manual_seed(3)
     x = torch.rand(3, 3, 12, 10, dtype=torch.float64)
     sigma = torch.tensor([0.0, 0.7, 1.3], dtype=torch.float64)
@@ -206,26 +211,27 @@ def test_gaussian_blur_matches_a_2d_convolution():
     assert gaussian_blur(x, torch.zeros(3, dtype=torch.float64)) is x
 
 
-def test_expert_cli_blur_is_recorded_and_checked(birds, tmp_path):
+def test_expert_cli_blur_is_recorded_and_checked(birds, tmp_path, capsys):
+    def argv(out, *extra):
+        return ["train-expert", birds, "--image-size", "32", "--crop", "16", "--widths", "8,12",
+                "--batch-size", "4", "--out", str(out), "--no-progress", "--no-tensorboard",
+                "--gbp-images", "0", *extra]
+
     def cli(out, *extra):
-        return main(["train-expert", birds, "--image-size", "32", "--crop", "16", "--widths", "8,12",
-                     "--batch-size", "4", "--out", str(out), "--no-progress", "--gbp-images", "0",
-                     *extra])
+        return main(argv(out, *extra))
 
     w = tmp_path / "blur.pt"
     assert cli(tmp_path / "a", "--steps", "2", "--blur", "0.5", "--blur-sigma", "0.5,1",
                "--export", str(w)) == 0
     _, meta = load_expert(w)
     assert meta["blur"] == 0.5 and meta["blur_sigma"] == [0.5, 1.0]
-    with pytest.raises(SystemExit, match="--blur must"):
-        cli(tmp_path / "b", "--steps", "1", "--blur", "1.5")
-    with pytest.raises(SystemExit, match="--blur-sigma"):
-        cli(tmp_path / "b", "--steps", "1", "--blur-sigma", "2,1")
+    usage_error(capsys, argv(tmp_path / "b", "--steps", "1", "--blur", "1.5"), "--blur must")
+    usage_error(capsys, argv(tmp_path / "b", "--steps", "1", "--blur-sigma", "2,1"), "--blur-sigma")
 
 
 def _shipped_concentration(tmp_path):
     from sgfast.data.synthetic_birds import write_birds_dataset
-    from train.semantic_common import load_split
+    from sgfast.train.semantic_common import load_split
 
     expert, meta = load_expert(SHIPPED_EXPERT)
     size = int(meta.get("image_size", 128))
@@ -239,7 +245,7 @@ def _shipped_concentration(tmp_path):
     return part_concentration(maps, m, data["parts"].float() / 255)
 
 
-@pytest.mark.skipif(not os.path.exists(SHIPPED_EXPERT), reason="weights/expert_tiny.pt not shipped")
+@pytest.mark.skipif(not os.path.exists(SHIPPED_EXPERT), reason="sgfast/weights/expert_tiny.pt not shipped")
 def test_shipped_expert_maps_concentrate_on_distinguishing_parts(tmp_path):
     """The paper's premise for G: it highlights the small parts that tell classes apart. A map
     spread like the foreground area scores 1; the shipped expert must clearly beat that."""
@@ -247,7 +253,7 @@ def test_shipped_expert_maps_concentrate_on_distinguishing_parts(tmp_path):
     assert ratio >= 3.0, f"GBP mass on the distinguishing parts is only {ratio:.2f}x their area share"
 
 
-@pytest.mark.skipif(not os.path.exists(SHIPPED_EXPERT), reason="weights/expert_tiny.pt not shipped")
+@pytest.mark.skipif(not os.path.exists(SHIPPED_EXPERT), reason="sgfast/weights/expert_tiny.pt not shipped")
 def test_shipped_expert_meets_the_5x_concentration_goal(tmp_path):
     """Issue 4's figure, on 96 birds the expert never saw (5.8x on the whole test split, README)."""
     ratio = _shipped_concentration(tmp_path)

@@ -12,6 +12,7 @@ concentration on the distinguishing parts is measured too (sgfast.models.gbp.par
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -19,40 +20,83 @@ import time
 import torch
 import torch.nn.functional as F
 
+from sgfast.cli_errors import UsageError, reports_errors
 from sgfast.device import pick_device
 from sgfast.io import save_weights_fp16
 from sgfast.models.expert import Expert, ExpertConfig, expert_input
-from train import semantic_common as common
+from sgfast.train import semantic_common as common
+from sgfast.train.loop import STOPPED_EXIT, Periodic, run_loop, tensorboard
+from sgfast.train.options import apply_threads, at_least, int_list, within
 
-DEFAULTS = dict(epochs=15, batch_size=64, lr=2e-3, weight_decay=5e-4)
+COMMAND = "train-expert"
+
+# Training presets (--config); every key is also an option that overrides it.
+PRESETS = {
+    "tiny": dict(epochs=15, steps=None, batch_size=64, lr=2e-3, weight_decay=5e-4, ckpt_every=200,
+                 eval_every=0, limit=None, image_size=128, crop=64, widths="16,32,64,128", pool="avg",
+                 box_jitter=0.08, blur=0.0, blur_sigma="0.5,1.5", gbp_images=256),
+    "smoke": dict(epochs=1, steps=4, batch_size=4, lr=2e-3, weight_decay=5e-4, ckpt_every=2,
+                  eval_every=0, limit=None, image_size=32, crop=16, widths="8,12", pool="avg",
+                  box_jitter=0.08, blur=0.0, blur_sigma="0.5,1.5", gbp_images=4),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ExpertTraining(common.SupervisedOptions):
+    """Everything a train-expert run uses, built once from the command line (from_args)."""
+    image_size: int
+    crop: int
+    widths: tuple
+    pool: str
+    box_jitter: float
+    blur: float
+    blur_sigma: tuple
+    gbp_images: int
+    segmenter: str | None
+    init: str | None
+
+    @classmethod
+    def from_args(cls, args) -> "ExpertTraining":
+        v = common.common_values(args, PRESETS, COMMAND)
+        v["widths"] = int_list("widths", v["widths"])
+        at_least("image_size", v["image_size"], 8)
+        at_least("crop", v["crop"], 1)
+        within("box_jitter", v["box_jitter"], 0, 0.5, high_open=True)
+        within("blur", v["blur"], 0, 1)
+        v["blur_sigma"] = parse_range(v["blur_sigma"], "--blur-sigma")
+        at_least("gbp_images", v["gbp_images"], 0)
+        return cls(**v, segmenter=args.segmenter, init=args.init)
 
 
 def configure(parser):
-    common.add_common_args(parser, "runs/expert", DEFAULTS)
-    parser.add_argument("--image-size", type=int, default=128,
-                        help="side images are loaded at before the box crop (default 128)")
-    parser.add_argument("--crop", type=int, default=64,
-                        help="side of the square box crop the classifier sees (default 64)")
-    parser.add_argument("--widths", default="16,32,64,128",
-                        help="channels per stage, two convs each (default 16,32,64,128)")
-    parser.add_argument("--pool", choices=["max", "avg"], default="avg",
+    tiny = PRESETS["tiny"]
+    common.add_common_args(parser, command=COMMAND, default_out="runs/expert", presets=PRESETS)
+    parser.add_argument("--image-size", type=int, default=None,
+                        help=f"side images are loaded at before the box crop (default {tiny['image_size']})")
+    parser.add_argument("--crop", type=int, default=None,
+                        help=f"side of the square box crop the classifier sees (default {tiny['crop']})")
+    parser.add_argument("--widths", default=None,
+                        help=f"channels per stage, two convs each (default {tiny['widths']})")
+    parser.add_argument("--pool", choices=["max", "avg"], default=None,
                         help="global pooling before the classifier (default avg; max gave no "
                              "more focused GBP maps on the synthetic birds: 4.0x vs 4.2x)")
-    parser.add_argument("--box-jitter", type=float, default=0.08,
-                        help="random move of each box edge, fraction of the box side (default 0.08)")
-    parser.add_argument("--blur", type=float, default=0.0, metavar="P",
+    parser.add_argument("--box-jitter", type=float, default=None,
+                        help="random move of each box edge, fraction of the box side (default "
+                             f"{tiny['box_jitter']})")
+    parser.add_argument("--blur", type=float, default=None, metavar="P",
                         help="blur this fraction of the training crops (Gaussian, sigma uniform in "
                              "--blur-sigma); default 0. Without edges to go by, the expert has to "
                              "use the colour of a part's whole area (see docs/semantic_models.md)")
-    parser.add_argument("--blur-sigma", default="0.5,1.5", metavar="LO,HI",
-                        help="sigma range of --blur in crop pixels (default 0.5,1.5)")
+    parser.add_argument("--blur-sigma", default=None, metavar="LO,HI",
+                        help=f"sigma range of --blur in crop pixels (default {tiny['blur_sigma']})")
     parser.add_argument("--segmenter", default=None, metavar="W",
                         help="Ψ weights: also report test accuracy on predicted masks and boxes")
     parser.add_argument("--init", default=None, metavar="W",
                         help="start from these expert weights (widths, pool and classes from the "
                              "file, --crop from the command line): fine-tune at a larger crop")
-    parser.add_argument("--gbp-images", type=int, default=256,
-                        help="test images for the GBP part-concentration figure (0 = skip)")
+    parser.add_argument("--gbp-images", type=int, default=None,
+                        help=f"test images for the GBP part-concentration figure (default "
+                             f"{tiny['gbp_images']}; 0 = skip)")
 
 
 def jitter_boxes(boxes, amount, gen=None):
@@ -94,11 +138,11 @@ def gaussian_blur(images, sigma):
 
 def parse_range(text, name):
     try:
-        lo, hi = (float(v) for v in text.split(","))
+        lo, hi = (float(v) for v in str(text).split(","))
     except ValueError:
-        raise SystemExit(f"sgfast: {name} must be two comma-separated numbers, got {text!r}")
+        raise UsageError(f"{name} must be two comma-separated numbers, got {text!r}") from None
     if not 0 <= lo <= hi:
-        raise SystemExit(f"sgfast: {name} must satisfy 0 <= LO <= HI, got {text!r}")
+        raise UsageError(f"{name} must satisfy 0 <= LO <= HI, got {text!r}")
     return lo, hi
 
 
@@ -145,92 +189,84 @@ def gbp_concentration(model, data, device, n):
     return part_concentration(maps.cpu(), m.cpu(), common.to_float(data["parts"][idx]))
 
 
-def run(args):
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.batch_size < 1:
-        raise SystemExit(f"sgfast: --batch-size must be >= 1, got {args.batch_size}")
-    if not 0 <= args.box_jitter < 0.5:
-        raise SystemExit(f"sgfast: --box-jitter must be in [0, 0.5), got {args.box_jitter}")
-    if not 0 <= args.blur <= 1:
-        raise SystemExit(f"sgfast: --blur must be in [0, 1], got {args.blur}")
-    blur_lo, blur_hi = parse_range(args.blur_sigma, "--blur-sigma")
-    device = pick_device(args.device)
-    segmenter = None
-    if args.segmenter:
-        from sgfast.models.segmenter import load_segmenter
-        segmenter, _ = load_segmenter(args.segmenter)
-        segmenter.to(device)
-    ckpt = None
-    rpath = common.resume_path(args)
-    if rpath:
-        ckpt = common.load_training_state(rpath, "expert")
-        image_size = int(ckpt.get("image_size", args.image_size))
-    else:
-        image_size = args.image_size
+def model_config(cfg: ExpertTraining, ckpt, train_data):
+    """The expert's config and the weights to start from: the checkpoint's (--resume), --init's at
+    --crop, or the options' (classes from the train split)."""
+    from dataclasses import replace
 
-    torch.manual_seed(args.seed)
-    progress = not args.no_progress
-    train = common.load_split(args.dataset, "train", image_size, args.limit, progress=progress)
-    want_parts = args.gbp_images > 0
-    try:
-        test = common.load_split(args.dataset, "test", image_size, args.limit, parts=want_parts,
-                                 progress=progress)
-    except common.NoParts:
-        want_parts = False
-        test = common.load_split(args.dataset, "test", image_size, args.limit, progress=progress)
-    init_state = None
     if ckpt:
-        config = ExpertConfig.from_dict(ckpt["config"])
-    elif args.init:
-        from dataclasses import replace
+        return ExpertConfig.from_dict(ckpt["config"]), None
+    if cfg.init:
         from sgfast.models.expert import load_expert
         try:
-            init_model, _ = load_expert(args.init)
-        except (OSError, ValueError) as exc:
-            raise SystemExit(f"sgfast: --init {args.init}: {exc}") from exc
-        if args.crop < 2 ** (len(init_model.config.widths) - 1):
-            raise SystemExit(f"sgfast: --crop {args.crop} is too small for "
-                             f"{len(init_model.config.widths)} stages")
+            init_model, _ = load_expert(cfg.init)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise UsageError(f"--init {cfg.init}: {exc}".replace("sgfast: ", "")) from None
+        if cfg.crop < 2 ** (len(init_model.config.widths) - 1):
+            raise UsageError(f"--crop {cfg.crop} is too small for {len(init_model.config.widths)} stages")
         # The network is fully convolutional with global pooling, so the weights fit any crop.
-        config = replace(init_model.config, crop=args.crop)
-        init_state = init_model.state_dict()
-    else:
+        return replace(init_model.config, crop=cfg.crop), init_model.state_dict()
+    if cfg.crop < 2 ** (len(cfg.widths) - 1):
+        raise UsageError(f"--crop {cfg.crop} is too small for {len(cfg.widths)} stages")
+    return ExpertConfig(num_classes=int(train_data["num_classes"]), crop=cfg.crop, widths=cfg.widths,
+                        class_names=tuple(train_data["class_names"]), pool=cfg.pool), None
+
+
+@reports_errors(COMMAND)
+def run(args):
+    return train(ExpertTraining.from_args(args))
+
+
+def train(cfg: ExpertTraining) -> int:
+    run_opts = cfg.run
+    apply_threads(run_opts)
+    device = pick_device(run_opts.device)
+    segmenter = None
+    if cfg.segmenter:
+        from sgfast.models.segmenter import load_segmenter
         try:
-            widths = tuple(int(w) for w in args.widths.split(","))
-        except ValueError:
-            raise SystemExit(f"sgfast: --widths must be comma-separated integers, got {args.widths!r}")
-        if args.crop < 2 ** (len(widths) - 1):
-            raise SystemExit(f"sgfast: --crop {args.crop} is too small for {len(widths)} stages")
-        config = ExpertConfig(num_classes=int(train["num_classes"]), crop=args.crop, widths=widths,
-                              class_names=tuple(train["class_names"]), pool=args.pool)
-    bad = int(max(train["labels"].max(), test["labels"].max()))
-    if bad >= config.num_classes or int(min(train["labels"].min(), test["labels"].min())) < 0:
-        raise SystemExit(f"sgfast: labels must be in [0, {config.num_classes}), found {bad}")
+            segmenter, _ = load_segmenter(cfg.segmenter)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise UsageError(f"--segmenter {cfg.segmenter}: {exc}".replace("sgfast: ", "")) from None
+        segmenter.to(device)
+    ckpt = common.load_state(cfg, "expert")
+    image_size = int(ckpt.get("image_size", cfg.image_size)) if ckpt else cfg.image_size
+
+    torch.manual_seed(run_opts.seed)
+    progress = run_opts.progress
+    train_data = common.load_split(cfg.dataset, "train", image_size, cfg.limit, progress=progress)
+    want_parts = cfg.gbp_images > 0
+    try:
+        test_data = common.load_split(cfg.dataset, "test", image_size, cfg.limit, parts=want_parts,
+                                      progress=progress)
+    except common.NoParts:
+        want_parts = False
+        test_data = common.load_split(cfg.dataset, "test", image_size, cfg.limit, progress=progress)
+    config, init_state = model_config(cfg, ckpt, train_data)
+    bad = int(max(train_data["labels"].max(), test_data["labels"].max()))
+    if bad >= config.num_classes or int(min(train_data["labels"].min(), test_data["labels"].min())) < 0:
+        raise UsageError(f"labels must be in [0, {config.num_classes}), found {bad}")
 
     model = Expert(config)
     if init_state is not None:
         model.load_state_dict(init_state)
-    s = common.setup_training(model, args, train["images"].shape[0], ckpt, rpath, device)
-    model, opt, order, step, total = s.model, s.opt, s.order, s.step, s.total
-    batch_size, memory_format, ckpt_path = s.batch_size, s.memory_format, s.ckpt_path
-    peak_lr, jitter = args.lr, args.box_jitter
-    blur, blur_sigma = args.blur, (blur_lo, blur_hi)
+    s = common.setup_training(model, cfg, train_data["images"].shape[0], ckpt, device, COMMAND)
+    model, opt, order, total = s.model, s.opt, s.order, s.total
+    peak_lr, jitter = cfg.lr, cfg.box_jitter
+    blur, blur_sigma = cfg.blur, cfg.blur_sigma
     if ckpt:  # the resumed run's own settings
-        peak_lr = float(ckpt.get("peak_lr", args.lr))
-        jitter = float(ckpt.get("box_jitter", args.box_jitter))
+        peak_lr = float(ckpt.get("peak_lr", cfg.lr))
+        jitter = float(ckpt.get("box_jitter", cfg.box_jitter))
         blur = float(ckpt.get("blur", 0.0))
         blur_sigma = tuple(float(v) for v in ckpt.get("blur_sigma", blur_sigma))
-    writer = common.make_writer(args.log_dir)
 
     def checkpoint(step):
-        common.save_training_state(ckpt_path, "expert", model, opt, step, total, config.to_dict(),
-                                   order, {"peak_lr": peak_lr, "box_jitter": jitter,
-                                           "image_size": image_size, "blur": blur,
-                                           "blur_sigma": list(blur_sigma)})
+        common.save_state(run_opts.checkpoint, "expert", model, opt, step, total, config.to_dict(), order,
+                          {"peak_lr": peak_lr, "box_jitter": jitter, "image_size": image_size,
+                           "blur": blur, "blur_sigma": list(blur_sigma)})
 
     def train_step(step):
-        idx, x, m, b = common.draw_batch(train, order)
+        idx, x, m, b = common.draw_batch(train_data, order)
         b = jitter_boxes(b, jitter)
         inp = expert_input(x.to(device), m.to(device), b.to(device), config.crop)
         if blur > 0:
@@ -238,36 +274,42 @@ def run(args):
             sigma = torch.where(pick, torch.empty(len(idx)).uniform_(*blur_sigma),
                                 torch.zeros(len(idx)))
             inp = gaussian_blur(inp, sigma.to(device))
-        inp = inp.contiguous(memory_format=memory_format)
-        y = train["labels"][idx].to(device)
+        inp = inp.contiguous(memory_format=s.memory_format)
+        y = train_data["labels"][idx].to(device)
         logits = model(inp)
         loss = F.cross_entropy(logits, y, label_smoothing=0.05)
         lr = common.optimiser_step(opt, loss, common.cosine_lr(step, total, peak_lr))
         return {"loss": loss.detach(), "accuracy": (logits.detach().argmax(1) == y).float().mean(), "lr": lr}
 
-    model.train()
-    t0 = time.time()
-    step, stopped = common.training_loop(
-        step, total, train_step, checkpoint, desc="expert", progress=progress, writer=writer,
-        eval_every=args.eval_every, ckpt_every=args.ckpt_every,
-        test_metrics=lambda: {"accuracy": accuracy(model, test, device)}, ckpt_path=ckpt_path)
-    if stopped:
-        return 130
-    train_seconds = round(time.time() - t0, 1)
-    metrics = {"accuracy": accuracy(model, test, device), "test_images": int(test["images"].shape[0])}
-    if segmenter is not None:
-        pm, pb = predicted_masks_boxes(segmenter, test, device)
-        metrics["accuracy_predicted_masks"] = accuracy(model, test, device, pm, pb)
-    if want_parts:
-        metrics["gbp_part_concentration"] = gbp_concentration(model, test, device, args.gbp_images)
-    metrics["train_seconds"] = train_seconds
-    metrics["steps"] = step
-    common.report_test(metrics, writer, step)
-    if args.export:
+    with tensorboard(run_opts.tensorboard, s.step) as writer:
+        def test_accuracy(step):
+            if writer is not None:
+                writer.add_scalar("test/accuracy", accuracy(model, test_data, device), step)
+
+        model.train()
+        t0 = time.time()
+        result = run_loop(COMMAND, start=s.step, total=total, step=train_step, save=checkpoint,
+                          ckpt_every=cfg.ckpt_every, ckpt_path=run_opts.checkpoint,
+                          periodic=[Periodic(cfg.eval_every, test_accuracy, skip_last=True)],
+                          writer=writer, progress=progress, desc="expert")
+        if result.stopped:
+            return STOPPED_EXIT
+        train_seconds = round(time.time() - t0, 1)
+        metrics = {"accuracy": accuracy(model, test_data, device),
+                   "test_images": int(test_data["images"].shape[0])}
+        if segmenter is not None:
+            pm, pb = predicted_masks_boxes(segmenter, test_data, device)
+            metrics["accuracy_predicted_masks"] = accuracy(model, test_data, device, pm, pb)
+        if want_parts:
+            metrics["gbp_part_concentration"] = gbp_concentration(model, test_data, device, cfg.gbp_images)
+        metrics["train_seconds"] = train_seconds
+        metrics["steps"] = result.step
+        common.report_test(metrics, writer, result.step)
+    if cfg.export:
         meta = {"kind": "expert", "config": config.to_dict(), "test_metrics": metrics,
-                "image_size": image_size, "dataset": os.path.abspath(args.dataset), "steps": step,
-                "batch_size": batch_size, "lr": peak_lr, "box_jitter": jitter, "seed": args.seed,
+                "image_size": image_size, "dataset": os.path.abspath(cfg.dataset), "steps": result.step,
+                "batch_size": s.batch_size, "lr": peak_lr, "box_jitter": jitter, "seed": run_opts.seed,
                 "blur": blur, "blur_sigma": list(blur_sigma)}
-        save_weights_fp16(args.export, model.state_dict(), meta)
-        print(f"wrote {args.export}")
+        save_weights_fp16(cfg.export, model.state_dict(), meta)
+        print(f"wrote {cfg.export}")
     return 0

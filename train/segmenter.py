@@ -2,7 +2,7 @@
 
 Loss: binary cross-entropy on the per-pixel foreground logit plus Smooth L1 on the box corners
 (per pixel on the true foreground, and on the aggregated box); see sgfast/models/segmenter.py.
-Augmentation: random horizontal flips (boxes flipped with the image). Adam with a cosine schedule.
+Augmentation: random horizontal flips (boxes flipped with the image). AdamW with a cosine schedule.
 With --zoom-pass M (Ψ's second, zoomed pass; sgfast/models/segmenter.py) a share of every batch
 (--zoom-fraction) is replaced by windows around the jittered true box, resampled to the input size
 as `predict` does around pass 1's box, so the same network learns birds that fill the frame.
@@ -11,34 +11,77 @@ mean box IoU); the figures go into the checkpoint and the exported weights' meta
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
 import torch
 
+from sgfast.cli_errors import UsageError, reports_errors
 from sgfast.device import pick_device
 from sgfast.io import save_weights_fp16
 from sgfast.models.segmenter import (Segmenter, SegmenterConfig, box_iou, crop_windows,
                                      image_box_to_window, mask_iou, predict, segmenter_loss,
                                      zoom_windows)
-from train import semantic_common as common
+from sgfast.train import semantic_common as common
+from sgfast.train.loop import STOPPED_EXIT, Periodic, run_loop, tensorboard
+from sgfast.train.options import apply_threads, at_least, int_list, within
 
-DEFAULTS = dict(epochs=12, batch_size=32, lr=3e-3, weight_decay=1e-4)
+COMMAND = "train-segmenter"
+
+# Training presets (--config); every key is also an option that overrides it.
+PRESETS = {
+    "tiny": dict(epochs=12, steps=None, batch_size=32, lr=3e-3, weight_decay=1e-4, ckpt_every=200,
+                 eval_every=0, limit=None, size=64, widths="16,32,48,64,96", input_scale=1, box_level=0,
+                 zoom_fraction=0.5, zoom_jitter=0.1),
+    "smoke": dict(epochs=1, steps=4, batch_size=4, lr=3e-3, weight_decay=1e-4, ckpt_every=2,
+                  eval_every=0, limit=None, size=32, widths="8,12,16", input_scale=1, box_level=0,
+                  zoom_fraction=0.5, zoom_jitter=0.1),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmenterTraining(common.SupervisedOptions):
+    """Everything a train-segmenter run uses, built once from the command line (from_args)."""
+    size: int
+    widths: tuple
+    input_scale: int
+    box_level: int
+    thin_top: bool
+    zoom_pass: float | None       # None: not given (a fresh model has none; --init keeps its own)
+    zoom_min_side: float | None
+    flip_average: bool
+    zoom_fraction: float
+    zoom_jitter: float
+    init: str | None
+
+    @classmethod
+    def from_args(cls, args) -> "SegmenterTraining":
+        v = common.common_values(args, PRESETS, COMMAND)
+        v["widths"] = int_list("widths", v["widths"])
+        at_least("size", v["size"], 8)
+        at_least("input_scale", v["input_scale"], 1)
+        at_least("box_level", v["box_level"], 0)
+        within("zoom_fraction", v["zoom_fraction"], 0, 1)
+        at_least("zoom_jitter", v["zoom_jitter"], 0)
+        return cls(**v, thin_top=args.thin_top, zoom_pass=args.zoom_pass, zoom_min_side=args.zoom_min_side,
+                   flip_average=args.flip_average, init=args.init)
 
 
 def configure(parser):
-    common.add_common_args(parser, "runs/segmenter", DEFAULTS)
-    parser.add_argument("--size", type=int, default=64,
-                        help="side the images are resized to and Ψ runs at (default 64)")
-    parser.add_argument("--input-scale", type=int, default=1,
+    tiny = PRESETS["tiny"]
+    common.add_common_args(parser, command=COMMAND, default_out="runs/segmenter", presets=PRESETS)
+    parser.add_argument("--size", type=int, default=None,
+                        help=f"side the images are resized to and Ψ runs at (default {tiny['size']})")
+    parser.add_argument("--input-scale", type=int, default=None,
                         help="read images at SIZE x this and fold each cell's pixels into channels "
                              "(masks stay at SIZE; default 1)")
-    parser.add_argument("--widths", default="16,32,48,64,96",
-                        help="U-Net channels per level (default 16,32,48,64,96)")
+    parser.add_argument("--widths", default=None,
+                        help=f"U-Net channels per level (default {tiny['widths']})")
     parser.add_argument("--init", default=None, metavar="W",
                         help="start from these Ψ weights (widths and options from the file, "
                              "--size from the command line): e.g. train at 64 px, then at 128")
-    parser.add_argument("--box-level", type=int, default=0,
+    parser.add_argument("--box-level", type=int, default=None,
                         help="box head on the decoder level this many halvings below full "
                              "resolution, corners upsampled (default 0: full resolution)")
     parser.add_argument("--thin-top", action="store_true",
@@ -53,9 +96,9 @@ def configure(parser):
     parser.add_argument("--flip-average", action="store_true",
                         help="predict (and so the test figures) averages the image's and its "
                              "mirror image's masks and boxes (stored in the weights; 2x the cost)")
-    parser.add_argument("--zoom-fraction", type=float, default=0.5,
+    parser.add_argument("--zoom-fraction", type=float, default=None,
                         help="share of each batch replaced by zoomed windows (default 0.5)")
-    parser.add_argument("--zoom-jitter", type=float, default=0.1,
+    parser.add_argument("--zoom-jitter", type=float, default=None,
                         help="true box edges moved by up to this x its longer side before the "
                              "window is cut, like pass 1's box errors (default 0.1)")
 
@@ -113,116 +156,119 @@ def evaluate(model, data, device, batch_size=128):
             "test_images": int(data["images"].shape[0])}
 
 
-def run(args):
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.batch_size < 1:
-        raise SystemExit(f"sgfast: --batch-size must be >= 1, got {args.batch_size}")
-    device = pick_device(args.device)
-    ckpt = init_state = None
-    rpath = common.resume_path(args)
-    if rpath:
-        ckpt = common.load_training_state(rpath, "segmenter")
+def model_config(cfg: SegmenterTraining, ckpt):
+    """Ψ's config and the weights to start from: the checkpoint's (--resume), --init's widths and
+    options at --size, or the options'."""
+    from dataclasses import replace
+
+    init_state = None
+    if ckpt:
         try:
             config = SegmenterConfig.from_dict(ckpt["config"])
         except ValueError as exc:
-            raise SystemExit(f"sgfast: {rpath}: {exc}") from exc
-    elif args.init:
-        from dataclasses import replace
-
+            raise UsageError(f"--resume {cfg.run.resume}: {exc}") from None
+    elif cfg.init:
         from sgfast.models.segmenter import load_segmenter
         try:
-            init_model, _ = load_segmenter(args.init)
+            init_model, _ = load_segmenter(cfg.init)
         except (OSError, ValueError, RuntimeError) as exc:
-            raise SystemExit(f"sgfast: --init {args.init}: {exc}") from exc
+            raise UsageError(f"--init {cfg.init}: {exc}".replace("sgfast: ", "")) from None
         # Fully convolutional: the weights fit any size divisible by the stride.
-        config = replace(init_model.config, size=args.size)
-        if args.zoom_pass is not None:
-            config = replace(config, refine_margin=args.zoom_pass)
-        if args.zoom_min_side is not None:
-            config = replace(config, refine_min_side=args.zoom_min_side)
-        if args.flip_average:
+        config = replace(init_model.config, size=cfg.size)
+        if cfg.zoom_pass is not None:
+            config = replace(config, refine_margin=cfg.zoom_pass)
+        if cfg.zoom_min_side is not None:
+            config = replace(config, refine_min_side=cfg.zoom_min_side)
+        if cfg.flip_average:
             config = replace(config, flip_average=True)
         init_state = init_model.state_dict()
     else:
-        try:
-            widths = tuple(int(w) for w in args.widths.split(","))
-        except ValueError:
-            raise SystemExit(f"sgfast: --widths must be comma-separated integers, got {args.widths!r}")
-        if args.input_scale < 1:
-            raise SystemExit(f"sgfast: --input-scale must be >= 1, got {args.input_scale}")
-        config = SegmenterConfig(size=args.size, widths=widths, input_scale=args.input_scale,
-                                 thin_top=args.thin_top, box_level=args.box_level,
-                                 refine_margin=args.zoom_pass or 0.0,
-                                 refine_min_side=(0.25 if args.zoom_min_side is None
-                                                  else args.zoom_min_side),
-                                 flip_average=args.flip_average)
-        if not 0 <= args.box_level < len(widths):
-            raise SystemExit(f"sgfast: --box-level must be in [0, {len(widths) - 1}] for "
-                             f"--widths {args.widths}, got {args.box_level}")
+        if not cfg.box_level < len(cfg.widths):
+            raise UsageError(f"--box-level must be in [0, {len(cfg.widths) - 1}] for "
+                             f"--widths {','.join(map(str, cfg.widths))}, got {cfg.box_level}")
+        config = SegmenterConfig(size=cfg.size, widths=cfg.widths, input_scale=cfg.input_scale,
+                                 thin_top=cfg.thin_top, box_level=cfg.box_level,
+                                 refine_margin=cfg.zoom_pass or 0.0,
+                                 refine_min_side=0.25 if cfg.zoom_min_side is None else cfg.zoom_min_side,
+                                 flip_average=cfg.flip_average)
     if config.refine_margin and config.refine_margin < 1:
-        raise SystemExit(f"sgfast: --zoom-pass must be 0 (off) or >= 1, got {config.refine_margin}")
+        raise UsageError(f"--zoom-pass must be 0 (off) or >= 1, got {config.refine_margin}")
     if not 0 < config.refine_min_side <= 1:
-        raise SystemExit(f"sgfast: --zoom-min-side must be in (0, 1], got {config.refine_min_side}")
-    if not 0 <= args.zoom_fraction <= 1:
-        raise SystemExit(f"sgfast: --zoom-fraction must be in [0, 1], got {args.zoom_fraction}")
-    if args.zoom_jitter < 0:
-        raise SystemExit(f"sgfast: --zoom-jitter must be >= 0, got {args.zoom_jitter}")
+        raise UsageError(f"--zoom-min-side must be in (0, 1], got {config.refine_min_side}")
     stride = 2 ** (len(config.widths) - 1)
     if config.size % stride:
-        raise SystemExit(f"sgfast: --size {config.size} must be divisible by {stride} "
+        raise UsageError(f"--size {config.size} must be divisible by {stride} "
                          f"(2^(levels-1) for --widths {','.join(map(str, config.widths))})")
+    return config, init_state
 
-    torch.manual_seed(args.seed)
-    progress = not args.no_progress
-    train = load_data(args.dataset, "train", config, args.limit, progress)
-    test = load_data(args.dataset, "test", config, args.limit, progress)
+
+@reports_errors(COMMAND)
+def run(args):
+    return train(SegmenterTraining.from_args(args))
+
+
+def train(cfg: SegmenterTraining) -> int:
+    run_opts = cfg.run
+    apply_threads(run_opts)
+    device = pick_device(run_opts.device)
+    ckpt = common.load_state(cfg, "segmenter")
+    config, init_state = model_config(cfg, ckpt)
+
+    torch.manual_seed(run_opts.seed)
+    progress = run_opts.progress
+    train_data = load_data(cfg.dataset, "train", config, cfg.limit, progress)
+    test_data = load_data(cfg.dataset, "test", config, cfg.limit, progress)
     model = Segmenter(config)
     if init_state is not None:
         model.load_state_dict(init_state)
-    s = common.setup_training(model, args, train["images"].shape[0], ckpt, rpath, device)
-    model, opt, order, step, total = s.model, s.opt, s.order, s.step, s.total
-    batch_size, memory_format, ckpt_path = s.batch_size, s.memory_format, s.ckpt_path
-    peak_lr = float(ckpt.get("peak_lr", args.lr)) if ckpt else args.lr
-    writer = common.make_writer(args.log_dir)
+    s = common.setup_training(model, cfg, train_data["images"].shape[0], ckpt, device, COMMAND)
+    model, opt, order, total = s.model, s.opt, s.order, s.total
+    peak_lr = float(ckpt.get("peak_lr", cfg.lr)) if ckpt else cfg.lr
+    zoom_fraction, zoom_jitter = cfg.zoom_fraction, cfg.zoom_jitter
 
     def checkpoint(step):
-        common.save_training_state(ckpt_path, "segmenter", model, opt, step, total,
-                                   config.to_dict(), order, {"peak_lr": peak_lr})
+        common.save_state(run_opts.checkpoint, "segmenter", model, opt, step, total, config.to_dict(),
+                          order, {"peak_lr": peak_lr})
 
     def train_step(step):
-        idx, x, m, b = common.draw_batch(train, order)
+        idx, x, m, b = common.draw_batch(train_data, order)
         if config.refine_margin:
             # The batch's first zoom_fraction become windows (the order is already random).
-            k = round(args.zoom_fraction * len(idx))
+            k = round(zoom_fraction * len(idx))
             if k:
                 zx, zm, zb = zoom_batch(x[:k], m[:k], b[:k], config.refine_margin,
-                                        config.refine_min_side, args.zoom_jitter)
+                                        config.refine_min_side, zoom_jitter)
                 x, m, b = torch.cat([zx, x[k:]]), torch.cat([zm, m[k:]]), torch.cat([zb, b[k:]])
-        x, m, b = x.to(device).contiguous(memory_format=memory_format), m.to(device), b.to(device)
+        x, m, b = x.to(device).contiguous(memory_format=s.memory_format), m.to(device), b.to(device)
         loss, parts = segmenter_loss(model(x), m, b)
         lr = common.optimiser_step(opt, loss, common.cosine_lr(step, total, peak_lr))
         return {"loss": loss.detach(), "lr": lr, **parts}
 
-    model.train()
-    t0 = time.time()
-    step, stopped = common.training_loop(
-        step, total, train_step, checkpoint, desc="segmenter", progress=progress, writer=writer,
-        eval_every=args.eval_every, ckpt_every=args.ckpt_every,
-        test_metrics=lambda: evaluate(model, test, device), ckpt_path=ckpt_path)
-    if stopped:
-        return 130
-    metrics = evaluate(model, test, device)
-    metrics["train_seconds"] = round(time.time() - t0, 1)
-    metrics["steps"] = step
-    common.report_test(metrics, writer, step)
-    if args.export:
+    with tensorboard(run_opts.tensorboard, s.step) as writer:
+        def test_figures(step):
+            for k, v in evaluate(model, test_data, device).items():
+                if writer is not None:
+                    writer.add_scalar(f"test/{k}", v, step)
+
+        model.train()
+        t0 = time.time()
+        result = run_loop(COMMAND, start=s.step, total=total, step=train_step, save=checkpoint,
+                          ckpt_every=cfg.ckpt_every, ckpt_path=run_opts.checkpoint,
+                          periodic=[Periodic(cfg.eval_every, test_figures, skip_last=True)],
+                          writer=writer, progress=progress, desc="segmenter")
+        if result.stopped:
+            return STOPPED_EXIT
+        metrics = evaluate(model, test_data, device)
+        metrics["train_seconds"] = round(time.time() - t0, 1)
+        metrics["steps"] = result.step
+        common.report_test(metrics, writer, result.step)
+    if cfg.export:
         meta = {"kind": "segmenter", "config": config.to_dict(), "test_metrics": metrics,
-                "dataset": os.path.abspath(args.dataset), "steps": step,
-                "batch_size": batch_size, "lr": peak_lr, "seed": args.seed,
-                "init": os.path.abspath(args.init) if args.init else None,
-                "zoom_fraction": args.zoom_fraction if config.refine_margin else None,
-                "zoom_jitter": args.zoom_jitter if config.refine_margin else None}
-        save_weights_fp16(args.export, model.state_dict(), meta)
-        print(f"wrote {args.export}")
+                "dataset": os.path.abspath(cfg.dataset), "steps": result.step,
+                "batch_size": s.batch_size, "lr": peak_lr, "seed": run_opts.seed,
+                "init": os.path.abspath(cfg.init) if cfg.init else None,
+                "zoom_fraction": zoom_fraction if config.refine_margin else None,
+                "zoom_jitter": zoom_jitter if config.refine_margin else None}
+        save_weights_fp16(cfg.export, model.state_dict(), meta)
+        print(f"wrote {cfg.export}")
     return 0

@@ -1,0 +1,150 @@
+"""The data of `sgfast train-segmenter` and `sgfast train-expert` (and `sgfast prepare`'s reader): a
+dataset in the CUB-200-2011 layout (real CUB or `sgfast make-dataset birds`).
+
+A split is decoded once into uint8 tensors held in memory (a few hundred MB at most for the sizes
+these small models use), so an epoch costs no image decoding; flips are applied to the tensors.
+The batch order comes from a generator whose state goes into the checkpoint (BatchOrder), so a
+resumed run draws the same batches.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from sgfast.cli_errors import UsageError
+from sgfast.data.boxes import mirror_boxes, mirror_rows
+
+
+class NoParts(Exception):
+    """The dataset has no part masks."""
+
+
+def distinguishing_labels(dataset_dir):
+    """Part-map labels of the distinguishing parts, from part_masks.txt ("id name flag" lines)."""
+    path = os.path.join(dataset_dir, "part_masks.txt")
+    if not os.path.isfile(path):
+        raise NoParts(path)
+    with open(path) as f:
+        rows = [line.split() for line in f if line.strip()]
+    return [int(r[0]) for r in rows if len(r) >= 3 and r[2] == "1"]
+
+
+class _Split(torch.utils.data.Dataset):
+    """A CUB-layout split with the dataset's image id per item, and (parts=True) the part map
+    turned into a [1, S, S] mask of the distinguishing parts."""
+
+    def __init__(self, dataset_dir, split, size, parts):
+        from sgfast.data import CUB200
+        self.ds = CUB200(dataset_dir, split=split, size=size, parts=parts or None)
+        self.distinguishing = distinguishing_labels(dataset_dir) if parts else None
+        if parts and not self.ds.has_parts:
+            raise NoParts(dataset_dir)
+        self.class_names = list(self.ds.classes)
+        self.num_classes = len(self.class_names)
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        item = self.ds[i]
+        item["image_id"] = int(self.ds.ids[i])
+        if self.distinguishing is not None:
+            lab = torch.as_tensor(item["parts"])
+            item["parts"] = torch.isin(lab, torch.tensor(self.distinguishing, dtype=lab.dtype)).float()[None]
+        return item
+
+
+def open_split(dataset_dir, split, size, parts=False):
+    """One split ("train", "test", "all") of a CUB-layout dataset (sgfast.data.CUB200) at size. A
+    missing or malformed dataset is a UsageError (a SystemExit: no traceback)."""
+    from sgfast.data import DatasetFormatError, ImageReadError
+    if not os.path.isdir(dataset_dir):
+        raise UsageError(f"dataset folder not found: {dataset_dir}")
+    try:
+        return _Split(dataset_dir, split, size, parts)
+    except (DatasetFormatError, ImageReadError) as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def load_split(dataset_dir, split, size, limit=None, parts=False, progress=True):
+    """Decode a split into memory: dict(images uint8 [N, 3, S, S], masks uint8 [N, 1, S, S],
+    boxes float [N, 4], labels long [N], image_ids long [N], num_classes, class_names
+    [, parts uint8 [N, 1, S, S]: union of the distinguishing parts])."""
+    ds = open_split(dataset_dir, split, size, parts)
+    n = len(ds) if limit is None else min(limit, len(ds))
+    if n == 0:
+        raise UsageError(f"the {split} split of {dataset_dir} is empty")
+    images = torch.empty(n, 3, size, size, dtype=torch.uint8)
+    masks = torch.empty(n, 1, size, size, dtype=torch.uint8)
+    part = torch.empty(n, 1, size, size, dtype=torch.uint8) if parts else None
+    boxes = torch.empty(n, 4)
+    labels = torch.empty(n, dtype=torch.long)
+    ids = torch.empty(n, dtype=torch.long)
+    it = range(n)
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(it, desc=f"load {split}", leave=False, dynamic_ncols=True)
+    for i in it:
+        s = ds[i]
+        images[i] = (s["image"] * 255 + 0.5).clamp(0, 255).to(torch.uint8)
+        masks[i] = (s["mask"] * 255 + 0.5).clamp(0, 255).to(torch.uint8)
+        boxes[i] = s["box"]
+        labels[i] = int(s["label"])
+        ids[i] = int(s["image_id"])
+        if parts:
+            if s.get("parts") is None:
+                raise NoParts(dataset_dir)
+            part[i] = (torch.as_tensor(s["parts"]).float().reshape(1, size, size) * 255 + 0.5
+                       ).clamp(0, 255).to(torch.uint8)
+    out = dict(images=images, masks=masks, boxes=boxes, labels=labels, image_ids=ids,
+               num_classes=getattr(ds, "num_classes", int(labels.max()) + 1),
+               class_names=list(getattr(ds, "class_names", [])))
+    if parts:
+        out["parts"] = part
+    return out
+
+
+def to_float(u8):
+    return u8.float() / 255
+
+
+class BatchOrder:
+    """Epoch-wise random permutations from a checkpointable generator."""
+
+    def __init__(self, n, batch_size, seed):
+        self.n, self.batch_size = n, batch_size
+        self.gen = torch.Generator().manual_seed(seed)
+        self.perm, self.pos = None, n
+
+    def next(self):
+        if self.pos + self.batch_size > self.n and self.perm is not None and self.pos < self.n \
+                and self.n >= self.batch_size:
+            self.pos = self.n  # drop the ragged tail so every batch has the same size
+        if self.pos >= self.n:
+            self.perm, self.pos = torch.randperm(self.n, generator=self.gen), 0
+        idx = self.perm[self.pos:self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return idx
+
+    def state_dict(self):
+        return {"gen": self.gen.get_state(), "perm": self.perm if self.perm is not None else torch.empty(0, dtype=torch.long),
+                "pos": self.pos}
+
+    def load_state_dict(self, s):
+        self.gen.set_state(s["gen"])
+        self.perm = s["perm"] if s["perm"].numel() else None
+        self.pos = int(s["pos"])
+
+
+def flip_batch(images, masks, boxes, which):
+    """Horizontally flip the samples selected by `which` [B] bool; x of a box becomes 1 - x - w."""
+    return (*mirror_rows(which, images, masks), mirror_boxes(boxes, which))
+
+
+def draw_batch(data, order):
+    """The next training batch of a split (load_split): (indices, images and masks as float in
+    [0, 1], boxes), each sample flipped horizontally with probability 1/2."""
+    idx = order.next()
+    x, m = to_float(data["images"][idx]), to_float(data["masks"][idx])
+    return (idx, *flip_batch(x, m, data["boxes"][idx], torch.rand(len(idx)) < 0.5))
