@@ -5,7 +5,8 @@ import signal
 import pytest
 import torch
 
-import train.renderer as tr
+import sgfast.train.renderer as tr
+from cli_usage import usage_error
 from sgfast.cli import main
 from sgfast.io import load_checkpoint, save_weights_fp16
 from sgfast.models.renderer import CONFIGS, Renderer, RendererConfig, load_renderer, save_renderer
@@ -80,15 +81,20 @@ def test_load_errors_are_clear(tmp_path):
         load_renderer(mismatched)
 
 
-def _train(out, *extra):
-    return main(["train-renderer", "--config", "smoke", "--out", str(out), "--no-progress",
-                 "--threads", "1", "--val-size", "32", "--lr-steps", "15,25", *extra])
+def _argv(out, *extra, tensorboard=False):
+    return ["train-renderer", "--config", "smoke", "--out", str(out), "--no-progress",
+            "--threads", "1", "--val-size", "32", "--lr-steps", "15,25", *extra,
+            *([] if tensorboard else ["--no-tensorboard"])]
+
+
+def _train(out, *extra, tensorboard=False):
+    return main(_argv(out, *extra, tensorboard=tensorboard))
 
 
 def test_smoke_training_writes_everything_and_learns(tmp_path):
     out, logs = tmp_path / "run", tmp_path / "tb"
     assert _train(out, "--steps", "30", "--lr-steps", "25,28", "--log-dir", str(logs),
-                  "--ckpt-every", "10") == 0
+                  "--ckpt-every", "10", tensorboard=True) == 0
     ckpt = load_checkpoint(out / "checkpoint.pt")
     assert ckpt["step"] == 30 and ckpt["config"] == "smoke"
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(logs))
@@ -144,19 +150,21 @@ def test_interrupt_saves_a_checkpoint_and_resumes_exactly(tmp_path, monkeypatch)
     _assert_same_run(whole, cut)
 
 
-def test_bad_arguments_give_clear_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        _train(tmp_path / "none", "--steps", "5", "--resume")
-    with pytest.raises(ValueError, match="--batch-size"):
-        _train(tmp_path / "x", "--steps", "5", "--batch-size", "0")
-    with pytest.raises(ValueError, match="--lr-steps"):
-        main(["train-renderer", "--config", "smoke", "--out", str(tmp_path), "--lr-steps", "a,b"])
+def test_bad_arguments_give_clear_errors(tmp_path, capsys):
+    """A user's mistake: one line "sgfast train-renderer: error: ...", exit status 2, no traceback."""
+    usage_error(capsys, _argv(tmp_path / "none", "--steps", "5", "--resume"), "--resume: no checkpoint at")
+    usage_error(capsys, _argv(tmp_path / "x", "--steps", "5", "--batch-size", "0"), "--batch-size must be >= 1")
+    usage_error(capsys, ["train-renderer", "--config", "smoke", "--out", tmp_path, "--lr-steps", "a,b"],
+                "--lr-steps must be comma-separated integers")
+    usage_error(capsys, _argv(tmp_path / "x", "--lr", "-1"), "--lr must be a positive number")
+    usage_error(capsys, _argv(tmp_path / "x", "--threads", "0"), "--threads must be >= 1, got 0")
+    usage_error(capsys, _argv(tmp_path / "x", "--device", "nonsense"), "--device")
     assert _train(tmp_path / "small", "--steps", "5") == 0
-    with pytest.raises(ValueError, match="beyond --steps"):
-        _train(tmp_path / "small", "--steps", "3", "--resume")
-    with pytest.raises(ValueError, match="not --config"):
-        main(["train-renderer", "--config", "tiny", "--out", str(tmp_path / "small"), "--resume",
-              "--steps", "5", "--no-progress"])
+    usage_error(capsys, _argv(tmp_path / "small", "--steps", "3", "--resume"), "beyond --steps")
+    usage_error(capsys, ["train-renderer", "--config", "tiny", "--out", tmp_path / "small", "--resume",
+                         "--steps", "5", "--no-progress"], "not --config tiny")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    usage_error(capsys, _argv(tmp_path / "x", "--resume", tmp_path / "junk.pt"), "cannot read checkpoint")
 
 
 def test_export_only_exports_the_checkpoint(tmp_path):
