@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import sgfast.reference
+from cli_usage import usage_error
 from sgfast import cli
 
 NEEDED = ("composite", "aligned_crop", "focus_reward")
@@ -61,7 +62,7 @@ def test_smoke_training_writes_checkpoint_logs_and_weights(tmp_path, mode, capsy
 @needs_reference
 @pytest.mark.parametrize("mode", ["sg", "baseline"])
 def test_rewards_and_q_are_b_by_1(tmp_path, mode):
-    from train.agent import Trainer
+    from sgfast.train.agent import Trainer
 
     tr = Trainer(_args(tmp_path, "--mode", mode))
     tr.run_episode()
@@ -76,7 +77,7 @@ def test_rewards_and_q_are_b_by_1(tmp_path, mode):
 
 @needs_reference
 def test_seed_makes_a_cpu_run_repeatable(tmp_path):
-    from train.agent import Trainer
+    from sgfast.train.agent import Trainer
 
     states = []
     for sub in ("a", "b"):
@@ -88,7 +89,7 @@ def test_seed_makes_a_cpu_run_repeatable(tmp_path):
 @needs_reference
 def test_resume_restores_everything_and_continues(tmp_path, capsys):
     from sgfast.io import load_checkpoint
-    from train.agent import Trainer
+    from sgfast.train.agent import Trainer
 
     first = Trainer(_args(tmp_path, "--mode", "sg", "--train-steps", "6")).train()
     saved = load_checkpoint(tmp_path / "checkpoint.pt")
@@ -114,41 +115,51 @@ def test_resume_restores_everything_and_continues(tmp_path, capsys):
 
 @needs_reference
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
-def test_ctrl_c_and_sigterm_save_a_checkpoint(tmp_path, monkeypatch, how):
+def test_ctrl_c_and_sigterm_stop_after_the_episode_with_a_checkpoint(tmp_path, monkeypatch, how, capsys):
     import signal
 
-    from train.agent import Trainer
+    from sgfast.io import load_checkpoint
+    from sgfast.train.agent import Trainer
 
     calls = {"n": 0}
     original = Trainer.run_episode
 
     def interrupted(self, bar=None):
         calls["n"] += 1
-        if calls["n"] == 3:
-            if how == "sigterm":
-                os.kill(os.getpid(), signal.SIGTERM)  # the handler raises KeyboardInterrupt
-            else:
-                raise KeyboardInterrupt
+        if calls["n"] == 3:  # arrives during the third episode, which is completed
+            os.kill(os.getpid(), signal.SIGTERM if how == "sigterm" else signal.SIGINT)
         return original(self, bar)
 
     monkeypatch.setattr(Trainer, "run_episode", interrupted)
     rc = cli.main(["train-agent", *BASE, "--mode", "baseline", "--out", str(tmp_path), "--no-tensorboard",
                    "--checkpoint-interval", "100", "--validate-interval", "100"])
-    assert rc == 130
-    from sgfast.io import load_checkpoint
+    assert rc == 130 and calls["n"] == 3
+    assert "stopped at episode 3/4" in capsys.readouterr().err
+    saved = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert saved["counters"]["episode"] == 3 and saved["counters"]["step"] == 9
+    # The replay memory went with it, tied to this checkpoint.
+    replay = load_checkpoint(tmp_path / "replay.pt")
+    assert replay["token"] == saved["replay"]
+    assert replay["memory"]["count"] == min(9 * 4, 10 * 3)  # 9 steps of 4 envs; capacity 10 episodes x 3
 
-    assert load_checkpoint(tmp_path / "checkpoint.pt")["counters"]["episode"] == 2
 
-
-def test_bad_options_are_refused(tmp_path):
-    with pytest.raises(SystemExit):
-        cli.main(["train-agent", *BASE, "--out", str(tmp_path), "--max-step", "0"])
-    with pytest.raises(SystemExit):
+def test_bad_options_are_refused(tmp_path, capsys):
+    """A user's mistake: one line "sgfast train-agent: error: ...", exit status 2, no traceback."""
+    usage_error(capsys, ["train-agent", *BASE, "--out", tmp_path, "--max-step", "0"], "--max-step must be >= 1")
+    with pytest.raises(SystemExit) as exc:  # argparse's own check (usage line + error line)
         cli.main(["train-agent", *BASE, "--out", str(tmp_path), "--mode", "other"])
-    with pytest.raises(SystemExit, match="--data"):
-        cli.main(["train-agent", *BASE, "--out", str(tmp_path), "--data", str(tmp_path / "missing.sgprep")])
-    with pytest.raises(SystemExit, match="--data"):
-        cli.main(["train-agent", *BASE, "--out", str(tmp_path), "--synthetic-images", "1"])
+    assert exc.value.code == 2 and "sgfast train-agent: error: argument --mode" in capsys.readouterr().err
+    usage_error(capsys, ["train-agent", *BASE, "--out", tmp_path, "--data", tmp_path / "missing.sgprep"],
+                "cannot use --data")
+    usage_error(capsys, ["train-agent", *BASE, "--out", tmp_path, "--synthetic-images", "1"], "cannot use --data")
+    usage_error(capsys, ["train-agent", *BASE, "--out", tmp_path, "--resume"], "--resume: no checkpoint at")
+    usage_error(capsys, ["train-agent", *BASE, "--out", tmp_path, "--validate-only"],
+                "--validate-only: no checkpoint at")
+    usage_error(capsys, ["train-agent", *BASE, "--out", tmp_path, "--per-step"], "--per-step needs --validate-only")
+    usage_error(capsys, ["train-agent", "--config", "tiny", "--out", tmp_path, "--renderer", tmp_path / "r.pt"],
+                "--renderer .*r.pt")
+    usage_error(capsys, ["train-agent", "--config", "paper", "--out", tmp_path, "--device", "cpu"],
+                "no shipped renderer for --config paper.*--renderer")
 
 
 def test_replay_memory_round_trip_and_bytes():
@@ -256,7 +267,7 @@ def _rank_worker(rank, world, port, out):
                       LOCAL_RANK=str(rank))
     import torch.distributed as dist
 
-    from train.agent import Trainer
+    from sgfast.train.agent import Trainer
 
     try:
         tr = Trainer(_args(os.path.join(out, "run"), "--mode", "sg", "--train-steps", "6", "--validate-interval", "100",

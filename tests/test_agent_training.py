@@ -146,8 +146,9 @@ def test_per_step_cli(tmp_path, capsys):
     from sgfast.agent.config import get_config
 
     assert len(rows) == get_config("smoke").max_step
-    with pytest.raises(SystemExit, match="--validate-only"):
+    with pytest.raises(SystemExit) as exc:  # a user's mistake: one line, exit status 2
         cli.main(args + ["--per-step"])
+    assert exc.value.code == 2 and "--per-step needs --validate-only" in capsys.readouterr().err
 
 
 def test_lr_boundaries_option_sets_the_phases(tmp_path):

@@ -1,26 +1,37 @@
 """`sgfast train-agent`: train the painting agent (model-based DDPG), semantic guidance or baseline.
 
+    sgfast train-agent --config smoke                                        (seconds: a check)
     sgfast train-agent --config tiny --mode sg --data out/birds/prepared --out /work/runs/sg
     torchrun --nproc_per_node 4 -m sgfast train-agent --config paper ...   (one rank per GPU)
 
-Writes <out>/checkpoint.pt (atomically, every --checkpoint-interval episodes and on Ctrl-C),
-TensorBoard logs in <out>/tb, and with --export an fp16 actor for painting. See docs/agent.md.
+One loop iteration (train/loop.py) is an episode of env-batch paintings followed by its updates.
+Writes <out>/checkpoint.pt (atomically, every --checkpoint-interval episodes and when the run ends
+or is stopped by Ctrl-C / SIGTERM), TensorBoard logs in <out>/tb, and with --export an fp16 actor
+for painting. A run that ended or was stopped also leaves its replay memory in <out>/replay.pt
+(single-process runs), so --resume continues exactly as if it had not stopped; from a periodic
+checkpoint alone (a crash) the replay memory is refilled first. See docs/agent.md.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import os
-import signal
 import sys
-import threading
 import time
 
 import torch
 
 from sgfast.agent import distributed
-from sgfast.agent.config import CONFIGS, get_config
+from sgfast.agent.config import CONFIGS, AgentConfig, get_config
+from sgfast.cli_errors import UsageError, reports_errors
 from sgfast.device import pick_device
+from sgfast.train import checkpoint as ckpt_io
+from sgfast.train import options
+from sgfast.train.loop import STOPPED_EXIT, Periodic, run_loop, tensorboard
+
+COMMAND = "train-agent"
+CHECKPOINT_KIND = "sgfast.agent.checkpoint"
+REPLAY_NAME = "replay.pt"
 
 
 def _numbers(text, convert, what, increasing=False):
@@ -79,10 +90,44 @@ OVERRIDES = [
 ]
 
 
+@dataclasses.dataclass(frozen=True)
+class AgentTraining:
+    """Everything a train-agent run uses, built once from the command line (from_args): the
+    preset's AgentConfig with the options' overrides, and how to run it."""
+    run: options.RunOptions
+    agent: AgentConfig
+    mode: str                   # sg | baseline
+    ops: str                    # fused | eager
+    data: str                   # a prepared file or "synthetic"
+    synthetic_images: int
+    val_fraction: float
+    renderer: str | None        # weights, "random", or None: the shipped one for the config
+    export: str | None
+    export_best: str | None
+    validate_only: bool
+    per_step: bool
+
+    @property
+    def source(self) -> str:
+        """The checkpoint --resume and --validate-only read."""
+        return self.run.resume or self.run.checkpoint
+
+    @classmethod
+    def from_args(cls, args) -> "AgentTraining":
+        if args.per_step and not args.validate_only:
+            raise UsageError("--per-step needs --validate-only")
+        options.within("val_fraction", args.val_fraction, 0, 1)
+        return cls(run=options.run_options(args), agent=build_config(args), mode=args.mode, ops=args.ops,
+                   data=args.data, synthetic_images=args.synthetic_images, val_fraction=args.val_fraction,
+                   renderer=args.renderer, export=args.export, export_best=args.export_best,
+                   validate_only=args.validate_only, per_step=args.per_step)
+
+
 def configure(parser):
-    parser.add_argument("--config", default="tiny", choices=sorted(CONFIGS),
-                        help="sizes and schedule: paper (128^2, batch 96, GPU), tiny (64^2, 2 CPU cores), "
-                             "smoke (seconds, tests) (default: %(default)s)")
+    options.add_run_args(parser, configs=CONFIGS, default_config="tiny", default_out="runs/agent",
+                         default_seed=1234,
+                         config_help="sizes and schedule: paper (128^2, batch 96, GPU), tiny (64^2, 2 CPU "
+                                     "cores), smoke (seconds, tests; a random renderer unless --renderer)")
     parser.add_argument("--mode", default="sg", choices=["sg", "baseline"],
                         help="sg: bi-level strokes, S and G inputs, r_bg + eta r_fg + nu r_focus; baseline: "
                              "Learning to Paint (same number of strokes, global WGAN reward only) (default: %(default)s)")
@@ -99,14 +144,10 @@ def configure(parser):
     parser.add_argument("--renderer", default=None,
                         help="neural renderer weights (sgfast train-renderer --export); 'random' for a randomly "
                              "initialised renderer of the config's size (tests, benchmarks) "
-                             "(default: weights/renderer_<config renderer>.pt)")
-    parser.add_argument("--out", default="runs/agent", help="checkpoint and TensorBoard folder (default: %(default)s)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from <out>/checkpoint.pt (models, optimisers, discriminators, counters, "
-                             "RNG states; the replay memory is refilled)")
+                             "(default: the shipped renderer_<config renderer>.pt; smoke: random)")
     parser.add_argument("--validate-only", action="store_true",
-                        help="load <out>/checkpoint.pt, run --validate-episodes validation episodes, print the "
-                             "figures and exit (no training)")
+                        help="load <out>/checkpoint.pt (or --resume CKPT), run --validate-episodes validation "
+                             "episodes, print the figures and exit (no training)")
     parser.add_argument("--per-step", action="store_true",
                         help="with --validate-only: also print, for every step of the episode, the mean L2 "
                              "after it, the mean reward terms it earned (r_bg, r_fg, r_focus, total; from "
@@ -118,67 +159,92 @@ def configure(parser):
                              "validation L2 is the lowest of the run so far")
     parser.add_argument("--export", default=None,
                         help="also write fp16 actor weights here at every checkpoint and at the end")
-    parser.add_argument("--seed", type=int, default=1234, help="random seed; a CPU run is repeatable (default: %(default)s)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard logs")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     for flag, field, typ, help_text in OVERRIDES:
         parser.add_argument(flag, dest=field, type=typ, default=None,
                             help=f"{help_text} (default: from --config)")
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def build_config(args):
+def build_config(args) -> AgentConfig:
+    """The --config preset with the options given, checked."""
     cfg = get_config(args.config)
     over = {f: getattr(args, f) for _, f, _, _ in OVERRIDES if getattr(args, f, None) is not None}
     cfg = dataclasses.replace(cfg, **over)
     for name in ("max_step", "env_batch", "batch_size", "replay_episodes", "episode_train_times",
                  "validate_interval", "validate_episodes", "log_interval", "checkpoint_interval"):
-        if getattr(cfg, name) < 1:
-            raise SystemExit(f"sgfast train-agent: --{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+        options.at_least(name, getattr(cfg, name), 1)
+    options.at_least("warmup", cfg.warmup, 0)
+    options.at_least("train_steps", cfg.train_steps, 0)
     if cfg.strokes_bg < 0 or cfg.strokes_fg < 0 or cfg.strokes < 1:
-        raise SystemExit("sgfast train-agent: --strokes-bg/--strokes-fg must be >= 0 with at least one stroke")
+        raise UsageError("--strokes-bg/--strokes-fg must be >= 0 with at least one stroke")
     from sgfast.agent.rewards import FOCUS_NORMS
 
     if cfg.focus_norm not in FOCUS_NORMS:
-        raise SystemExit(f"sgfast train-agent: --focus-norm must be one of {', '.join(FOCUS_NORMS)}, "
-                         f"got {cfg.focus_norm!r}")
+        raise UsageError(f"--focus-norm must be one of {', '.join(FOCUS_NORMS)}, got {cfg.focus_norm!r}")
     if cfg.action_reg < 0 or cfg.action_reg_margin < 0:
-        raise SystemExit(f"sgfast train-agent: --action-reg and --action-reg-margin must be >= 0, got "
+        raise UsageError(f"--action-reg and --action-reg-margin must be >= 0, got "
                          f"{cfg.action_reg}, {cfg.action_reg_margin}")
     if not 0 <= cfg.tau <= 1 or not 0 <= cfg.discount <= 1:
-        raise SystemExit("sgfast train-agent: --tau and --discount must lie in [0, 1]")
+        raise UsageError("--tau and --discount must lie in [0, 1]")
     return cfg
 
 
 def load_renderer_for(cfg, path, device):
     from sgfast.models.renderer import Renderer, load_renderer
+    from sgfast.resources import shipped_weights
 
+    if path is None:
+        shipped = shipped_weights(f"renderer_{cfg.renderer}.pt")
+        if os.path.isfile(shipped):
+            path = shipped
+        elif cfg.name == "smoke":
+            path = "random"
+        else:
+            raise UsageError(f"no shipped renderer for --config {cfg.name} (renderer_{cfg.renderer}.pt): pass "
+                             f"--renderer W (from `sgfast train-renderer --config {cfg.renderer}`) or "
+                             "--renderer random")
     if path == "random":
         renderer = Renderer(cfg.renderer)
     else:
-        path = path or os.path.join("weights", f"renderer_{cfg.renderer}.pt")
-        renderer = load_renderer(path)
+        try:
+            renderer = load_renderer(path)
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise UsageError(f"--renderer {path}: {exc}".replace("sgfast: ", "")) from None
     if renderer.config.size != cfg.size:
-        raise SystemExit(f"sgfast train-agent: the renderer paints {renderer.config.size}^2 but config "
+        raise UsageError(f"the renderer paints {renderer.config.size}^2 but config "
                          f"{cfg.name!r} uses a {cfg.size}^2 canvas")
     renderer.requires_grad_(False)
     return renderer.to(device).eval()
 
 
-def load_data(args, cfg, device):
+def load_data(opts: AgentTraining, cfg, device):
     from sgfast.agent.data import TensorData, synthetic_data
 
     try:
-        if args.data == "synthetic":
-            return synthetic_data(args.synthetic_images, cfg.size, seed=args.seed, device=device)
-        return TensorData.from_prepared(args.data, cfg.size, args.val_fraction, device=device, seed=args.seed)
+        if opts.data == "synthetic":
+            return synthetic_data(opts.synthetic_images, cfg.size, seed=opts.run.seed, device=device)
+        return TensorData.from_prepared(opts.data, cfg.size, opts.val_fraction, device=device, seed=opts.run.seed)
     except (OSError, ValueError) as exc:
-        raise SystemExit(f"sgfast train-agent: cannot use --data {args.data}: {exc}") from exc
+        raise UsageError(f"cannot use --data {opts.data}: {exc}") from exc
+
+
+def replay_state(memory) -> dict:
+    """The filled rows of a ReplayMemory and its write position."""
+    n = memory.count
+    return {"canvas0": memory.canvas0[:n], "canvas1": memory.canvas1[:n], "action": memory.action[:n],
+            "ids": memory.ids[:n], "step": memory.step[:n], "flip": memory.flip[:n],
+            "pos": memory.pos, "count": n}
+
+
+def restore_replay(memory, state) -> bool:
+    """Refill `memory` from replay_state's dict; False (memory untouched) if the shapes differ."""
+    n = int(state["count"])
+    if n > memory.capacity or state["canvas0"].shape[1:] != memory.canvas0.shape[1:] \
+            or state["action"].shape[1:] != memory.action.shape[1:]:
+        return False
+    for name in ("canvas0", "canvas1", "action", "ids", "step", "flip"):
+        getattr(memory, name)[:n] = state[name].to(memory.device)
+    memory.pos, memory.count = int(state["pos"]) % memory.capacity, n
+    return True
 
 
 def l2_metrics(image, canvas, mask):
@@ -191,28 +257,36 @@ def l2_metrics(image, canvas, mask):
 
 
 class Trainer:
-    def __init__(self, args):
+    """The DDPG training of one rank: from an AgentTraining (or, for scripts and tests, the parsed
+    arguments of configure's parser)."""
+
+    def __init__(self, opts: AgentTraining | argparse.Namespace):
         from sgfast.agent.backend import get_ops
         from sgfast.agent.ddpg import DDPG
         from sgfast.agent.env import PaintEnv, Painter
         from sgfast.agent.replay import ReplayMemory
 
-        self.args = args
-        if args.threads:
-            torch.set_num_threads(args.threads)
+        if isinstance(opts, argparse.Namespace):
+            opts = AgentTraining.from_args(opts)
+        self.opts = opts
+        run = opts.run
+        options.apply_threads(run)
         local_rank = int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")))
-        self.device = pick_device(args.device, local_rank)
+        self.device = pick_device(run.device, local_rank)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         distributed.init_from_env(self.device.type)
         self.rank, self.world = distributed.world()
-        self.cfg = cfg = build_config(args)
-        self.mode = args.mode
-        torch.manual_seed(args.seed)  # same initial weights on every rank (and broadcast anyway)
-        self.gen = torch.Generator().manual_seed(args.seed + 7919 * self.rank)  # envs, replay sampling
-        self.ops = get_ops(args.ops, args.mode)
-        self.renderer = load_renderer_for(cfg, args.renderer, self.device)
-        self.data = load_data(args, cfg, self.device)
+        self.cfg = cfg = opts.agent
+        self.mode = opts.mode
+        torch.manual_seed(run.seed)  # same initial weights on every rank (and broadcast anyway)
+        self.gen = torch.Generator().manual_seed(run.seed + 7919 * self.rank)  # envs, replay sampling
+        try:
+            self.ops = get_ops(opts.ops, opts.mode)
+        except RuntimeError as exc:
+            raise UsageError(f"--ops {opts.ops}: {exc}".replace("sgfast: ", "")) from None
+        self.renderer = load_renderer_for(cfg, opts.renderer, self.device)
+        self.data = load_data(opts, cfg, self.device)
         self.painter = Painter(self.renderer, self.ops, self.mode, cfg.strokes_bg)
         self.agent = DDPG(cfg, self.mode, self.painter, self.ops, self.data, self.device)
         capacity = cfg.replay_episodes * cfg.max_step  # the baseline's rmsize * max_step transitions
@@ -222,46 +296,49 @@ class Trainer:
         self.val_env = PaintEnv(self.data, self.painter, cfg.max_step, n_val, self.data.val_ids, self.gen,
                                 augment=False)
         self.step = self.episode = self.updates = 0
-        self.steps_this_run = 0
+        self.steps_this_run = 0  # env steps collected since the replay memory was empty (--warmup)
         self.last_validation = {}
         self.best_validation = {}  # the validation figures of the best export so far (--export-best)
-        self.out = args.out
-        self.ckpt_path = os.path.join(self.out, "checkpoint.pt")
-        if args.resume or getattr(args, "validate_only", False):
-            self.load_checkpoint()
-        self.writer = None
-        if self.rank == 0 and not args.no_tensorboard and not getattr(args, "validate_only", False):
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(os.path.join(self.out, "tb"))
+        self.stopped = False       # the last train() ended by a signal
+        self.out = run.out
+        self.ckpt_path = run.checkpoint
+        self.replay_path = os.path.join(self.out, REPLAY_NAME)
+        if run.resume or opts.validate_only:
+            self.load_checkpoint(opts.source, replay=not opts.validate_only)
+        self.writer = None  # open during train() (rank 0, unless --no-tensorboard)
 
     # -- checkpoints ------------------------------------------------------------------------
-    def checkpoint_state(self) -> dict:
-        return {"kind": "sgfast.agent.checkpoint", "mode": self.mode, "config": self.cfg.to_dict(),
+    def checkpoint_state(self, replay_token=None) -> dict:
+        return {"mode": self.mode, "config": self.cfg.to_dict(),
                 "agent": self.agent.state_dict(),
                 "counters": {"step": self.step, "episode": self.episode, "updates": self.updates},
                 "rng": {"torch": torch.get_rng_state(), "gen": self.gen.get_state()},
-                "validation": dict(self.last_validation), "best_validation": dict(self.best_validation)}
+                "validation": dict(self.last_validation), "best_validation": dict(self.best_validation),
+                "replay": replay_token}
 
-    def save_checkpoint(self):
-        from sgfast.io import save_checkpoint
-
+    def save_checkpoint(self, with_replay=False):
+        """OUT/checkpoint.pt (rank 0), and with_replay (a single-process run's last checkpoint)
+        OUT/replay.pt first, tied to it by a token so that only this checkpoint loads it."""
         if self.rank != 0:  # one writer; the other ranks hold the same weights
             return
-        save_checkpoint(self.ckpt_path, self.checkpoint_state())
-        if self.args.export:
-            self.export(self.args.export)
+        token = None
+        if with_replay and self.world == 1:
+            token = os.urandom(8).hex()  # not torch's RNG: saving must not change the run
+            ckpt_io.save(self.replay_path, "sgfast.agent.replay",
+                         {"token": token, "memory": replay_state(self.replay),
+                          "steps_this_run": self.steps_this_run})
+        ckpt_io.save(self.ckpt_path, CHECKPOINT_KIND, self.checkpoint_state(token))
+        if self.opts.export:
+            self.export(self.opts.export)
 
     def keep_best(self, v: dict):
         """--export-best: export when this validation's L2 is the run's lowest so far."""
-        from sgfast.io import save_checkpoint
-
         best = self.best_validation.get("val/l2")
-        if self.rank != 0 or not self.args.export_best or (best is not None and v["val/l2"] >= best):
+        if self.rank != 0 or not self.opts.export_best or (best is not None and v["val/l2"] >= best):
             return
         self.best_validation = dict(v, episode=self.episode, step=self.step)
-        self.export(self.args.export_best, v)
-        save_checkpoint(os.path.join(self.out, "best.pt"), self.checkpoint_state())
+        self.export(self.opts.export_best, v)
+        ckpt_io.save(os.path.join(self.out, "best.pt"), CHECKPOINT_KIND, self.checkpoint_state())
 
     def export(self, path, validation=None):
         from sgfast.agent.export import save_actor
@@ -270,30 +347,44 @@ class Trainer:
         save_actor(path, self.agent.actor, self.cfg, self.mode,
                    {"episode": self.episode, "step": self.step, "validation": dict(v)})
 
-    def load_checkpoint(self):
-        from sgfast.io import load_checkpoint
-
-        state = load_checkpoint(self.ckpt_path, map_location=self.device)
-        if state.get("kind") != "sgfast.agent.checkpoint":
-            raise SystemExit(f"sgfast train-agent: {self.ckpt_path} is not an agent checkpoint")
+    def load_checkpoint(self, path=None, replay=True):
+        path = path or self.ckpt_path
+        state = ckpt_io.load(path, CHECKPOINT_KIND, map_location=self.device,
+                             required=("mode", "config", "agent", "counters", "rng"),
+                             what="--validate-only" if self.opts.validate_only else "--resume")
         if state["mode"] != self.mode:
-            raise SystemExit(f"sgfast train-agent: {self.ckpt_path} was trained in mode {state['mode']!r}, "
-                             f"not {self.mode!r}")
+            raise UsageError(f"{path} was trained in mode {state['mode']!r}, not {self.mode!r}")
         arch = ("size", "width", "blocks", "disc_width", "strokes_bg", "strokes_fg")
         saved = state["config"]
         for key in arch:
             if saved[key] != self.cfg.to_dict()[key]:
-                raise SystemExit(f"sgfast train-agent: {self.ckpt_path} has {key}={saved[key]}, this run "
-                                 f"{self.cfg.to_dict()[key]} (use the same --config and stroke options)")
+                raise UsageError(f"{path} has {key}={saved[key]}, this run {self.cfg.to_dict()[key]} "
+                                 "(use the same --config and stroke options)")
         self.agent.load_state_dict(state["agent"])
         c = state["counters"]
         self.step, self.episode, self.updates = int(c["step"]), int(c["episode"]), int(c["updates"])
         torch.set_rng_state(state["rng"]["torch"].cpu())
         self.gen.set_state(state["rng"]["gen"].cpu())
         if self.rank:  # rank 0's RNG state was saved: decorrelate the other ranks' environments
-            self.gen.manual_seed(self.args.seed + 7919 * self.rank + self.episode)
+            self.gen.manual_seed(self.opts.run.seed + 7919 * self.rank + self.episode)
         self.last_validation = dict(state.get("validation", {}))
         self.best_validation = dict(state.get("best_validation", {}))
+        if replay and state.get("replay") and self.world == 1:
+            self.load_replay(state["replay"])
+
+    def load_replay(self, token):
+        """The replay memory saved with the checkpoint (token), if it is there and fits."""
+        try:
+            saved = ckpt_io.load(self.replay_path, "sgfast.agent.replay", map_location=self.device,
+                                 required=("token", "memory", "steps_this_run"))
+        except UsageError:
+            saved = None
+        if saved is None or saved["token"] != token or not restore_replay(self.replay, saved["memory"]):
+            print(f"sgfast {COMMAND}: {self.replay_path} does not belong to the checkpoint or does not fit "
+                  "this run's replay memory; refilling it (the run will not match an uninterrupted one)",
+                  file=sys.stderr)
+            return
+        self.steps_this_run = int(saved["steps_this_run"])
 
     # -- validation -------------------------------------------------------------------------
     @torch.no_grad()
@@ -355,47 +446,49 @@ class Trainer:
 
     # -- training ---------------------------------------------------------------------------
     def train(self):
-        from tqdm import tqdm
-
+        """Episodes until --train-steps env steps (train/loop.py: validation every
+        --validate-interval episodes, a checkpoint every --checkpoint-interval, Ctrl-C / SIGTERM
+        stop after the episode); sets self.stopped. Returns self."""
         cfg = self.cfg
-        bar = tqdm(total=cfg.train_steps, initial=min(self.step, cfg.train_steps), unit="step",
-                   disable=self.rank != 0 or self.args.no_progress, dynamic_ncols=True, file=sys.stderr)
+        # One iteration is an episode of max_step env steps; the run ends after the episode that
+        # reaches train_steps.
+        total = self.episode + -(-max(0, cfg.train_steps - self.step) // cfg.max_step)
         t0, updates0 = time.perf_counter(), self.updates
-        # SIGTERM (kill, schedulers) and SIGINT stop like Ctrl-C: checkpoint, then exit. SIGINT is
-        # re-armed because background jobs of a non-interactive shell start with it ignored.
-        restore = {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                restore[sig] = signal.signal(sig, _interrupt)
-        try:
-            while self.step < cfg.train_steps:
-                self.run_episode(bar)
-                if self.steps_this_run >= cfg.warmup and len(self.replay) >= cfg.batch_size:
-                    self.train_updates()
-                if self.episode % cfg.validate_interval == 0:
-                    v = self.validate()
-                    if self.rank == 0:
-                        bar.write(f"episode {self.episode} step {self.step}: val L2 {v['val/l2']:.5f} "
-                                  f"fg L2 {v['val/fg_l2']:.5f} (empty {v['val/l2_empty_canvas']:.5f}, "
-                                  f"mean fill {v['val/l2_mean_fill']:.5f})")
-                    self.keep_best(v)
-                if self.episode % cfg.checkpoint_interval == 0:
-                    self.save_checkpoint()
-                rate = (self.updates - updates0) / max(time.perf_counter() - t0, 1e-9)
-                bar.set_postfix(ep=self.episode, upd=self.updates, ups=f"{rate:.2f}/s")
-        except KeyboardInterrupt:
-            if self.rank == 0:
-                bar.write(f"interrupted: saving {self.ckpt_path}")
-            self.save_checkpoint()
-            raise
-        finally:
-            bar.close()
-            for sig, handler in restore.items():
-                signal.signal(sig, handler)
-        self.save_checkpoint()
-        if self.writer is not None:
-            self.writer.close()
+
+        def episode(i):
+            self.run_episode()
+            if self.steps_this_run >= cfg.warmup and len(self.replay) >= cfg.batch_size:
+                self.train_updates()
+            rate = (self.updates - updates0) / max(time.perf_counter() - t0, 1e-9)
+            return {"updates": self.updates, "ups": rate}
+
+        def validation(i):
+            v = self.validate()
+            self.keep_best(v)
+            return (f"episode {self.episode} step {self.step}: val L2 {v['val/l2']:.5f} "
+                    f"fg L2 {v['val/fg_l2']:.5f} (empty {v['val/l2_empty_canvas']:.5f}, "
+                    f"mean fill {v['val/l2_mean_fill']:.5f})")
+
+        with tensorboard(self.opts.run.tensorboard if self.rank == 0 else None) as self.writer:
+            result = run_loop(
+                COMMAND, start=self.episode, total=total, step=episode,
+                save=lambda i: self.save_checkpoint(), save_last=lambda i: self.save_checkpoint(with_replay=True),
+                ckpt_every=cfg.checkpoint_interval, ckpt_path=self.ckpt_path,
+                periodic=[Periodic(cfg.validate_interval, validation)], log_every=0,
+                progress=self.opts.run.progress and self.rank == 0, desc=None, unit="episode",
+                bar=(cfg.train_steps, lambda: min(self.step, cfg.train_steps), "step"),
+                agree=self._any_rank_stops if self.world > 1 else None, announce=self.rank == 0)
+        self.writer = None
+        self.stopped = result.stopped
         return self
+
+    def _any_rank_stops(self, stopping: bool) -> bool:
+        """All ranks stop after the same episode when any of them got a signal."""
+        import torch.distributed as dist
+
+        flag = torch.tensor([1.0 if stopping else 0.0], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
 
     def run_episode(self, bar=None):
         cfg, env = self.cfg, self.env
@@ -423,16 +516,19 @@ class Trainer:
         self.last_stats = stats
 
 
+@reports_errors(COMMAND)
 def run(args):
-    if args.per_step and not args.validate_only:
-        raise SystemExit("sgfast train-agent: --per-step needs --validate-only")
-    trainer = Trainer(args)
-    if args.validate_only:
-        steps = [] if args.per_step else None
+    return train(AgentTraining.from_args(args))
+
+
+def train(opts: AgentTraining) -> int:
+    trainer = Trainer(opts)
+    if opts.validate_only:
+        steps = [] if opts.per_step else None
         v = trainer.validate(steps)
         if trainer.rank == 0:
             n = trainer.cfg.validate_episodes * trainer.val_env.batch
-            print(f"train-agent: validation of {trainer.ckpt_path} (episode {trainer.episode}, {n} images): "
+            print(f"train-agent: validation of {opts.source} (episode {trainer.episode}, {n} images): "
                   + ", ".join(f"{k} {val:.5f}" for k, val in v.items()))
             if steps:
                 keys = ["l2"] + [k for k in steps[0] if k != "l2"]
@@ -450,9 +546,11 @@ def run(args):
               f"({cfg.strokes_bg} bg + {cfg.strokes_fg} fg in sg mode), replay {trainer.replay.capacity} "
               f"transitions x {bpt} B", flush=True)
     trainer.train()
+    if trainer.stopped:
+        return STOPPED_EXIT
     if trainer.rank == 0:
-        if args.export:
-            trainer.export(args.export)
+        if opts.export:
+            trainer.export(opts.export)
         v = trainer.last_validation
         if v:
             print("train-agent: final validation " + ", ".join(f"{k} {val:.5f}" for k, val in v.items()))
