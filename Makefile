@@ -25,15 +25,15 @@ EXT       := sgfast/_C.so
 
 build: $(EXT)
 
-# Editable install once (console script `sgfast`), then incremental ninja rebuilds in place.
+# Editable install (console script `sgfast`, the runtime dependencies of pyproject.toml) when the
+# package's metadata changes, then incremental ninja rebuilds in place when a source does.
 # flock: parallel `make build`s in one checkout wait for each other instead of racing.
-$(EXT): $(DEPS) $(CSRC) setup.py
-	flock .build.lock sh -c '\
-	  if [ ! -f $(INSTALLED) ]; then \
-	    $(BIN)/pip install -q --no-build-isolation --no-deps -e . && touch $(INSTALLED); \
-	  else \
-	    $(BIN)/python setup.py -q build_ext --inplace; \
-	  fi'
+$(INSTALLED): $(DEPS) pyproject.toml setup.py
+	flock .build.lock $(BIN)/pip install -q --no-build-isolation -e .
+	touch $@
+
+$(EXT): $(INSTALLED) $(CSRC)
+	flock .build.lock $(BIN)/python setup.py -q build_ext --inplace
 	touch $(EXT)
 
 test: build

@@ -33,6 +33,15 @@ def want_cuda():
     return has_toolkit and torch.cuda.is_available()
 
 
+def package_files(*folders):
+    """Every file under sgfast/<folder>, relative to sgfast/, for package_data."""
+    found = []
+    for folder in folders:
+        for root, _, names in os.walk(os.path.join(ROOT, "sgfast", folder)):
+            found += [os.path.relpath(os.path.join(root, n), os.path.join(ROOT, "sgfast")) for n in names]
+    return sorted(found)
+
+
 def extension():
     debug = _flag("SGFAST_DEBUG")
     opt = ["-O0", "-g"] if debug else ["-O3"]
@@ -53,13 +62,14 @@ def extension():
                         extra_link_args=link)
 
 
+# Name, version, dependencies and the `sgfast` script are in pyproject.toml; this file adds what
+# needs code: the extension and the package layout.
 setup(
-    name="sgfast",
-    version="0.1.0",
-    packages=find_packages(include=["sgfast", "sgfast.*", "train", "train.*"]),
-    package_data={"sgfast": ["assets/*", "weights/*"]},
+    # train/ is a top-level folder of the checkout but installs as sgfast.train.
+    packages=find_packages(include=["sgfast", "sgfast.*"]) + ["sgfast.train"],
+    package_dir={"sgfast.train": "train"},
+    # Shipped weights and the sample data (walked, as package_data globs do not recurse).
+    package_data={"sgfast": package_files("weights", "assets")},
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtension.with_options(no_python_abi_suffix=True)},
-    entry_points={"console_scripts": ["sgfast=sgfast.cli:main"]},
-    python_requires=">=3.10",
 )

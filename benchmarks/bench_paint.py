@@ -28,7 +28,7 @@ def main():
     from sgfast.paint import _paint_batch, _resize, load_models, semantics
     from sgfast.data.imageio import read_image_rgb
 
-    paths = sorted(glob.glob(os.path.join(ROOT, "assets/samples/birds/images/*/*.jpg")))
+    paths = sorted(glob.glob(os.path.join(ROOT, "sgfast/assets/samples/birds/images/*/*.jpg")))
     masks = [p.replace("/images/", "/segmentations/")[:-4] + ".png" for p in paths]
     idx = [i % len(paths) for i in range(args.images)]
     imgs = [read_image_rgb(paths[i]) for i in idx]

@@ -24,16 +24,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sgfast.resources import shipped_weights
 from sgfast.instances import DEFAULT_MIN_GAIN, InstancePicker, check_min_gain, stroke_gates
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WEIGHTS = os.path.join(ROOT, "weights")
-DEFAULT_ACTOR = {"sg": os.path.join(WEIGHTS, "agent_sg_tiny.pt"),
-                 "baseline": os.path.join(WEIGHTS, "agent_baseline_tiny.pt")}
-DEFAULT_RENDERER = os.path.join(WEIGHTS, "renderer_tiny.pt")
-DEFAULT_SEGMENTER = os.path.join(WEIGHTS, "segmenter_tiny.pt")
+DEFAULT_ACTOR = {"sg": shipped_weights("agent_sg_tiny.pt"),
+                 "baseline": shipped_weights("agent_baseline_tiny.pt")}
+DEFAULT_RENDERER = shipped_weights("renderer_tiny.pt")
+DEFAULT_SEGMENTER = shipped_weights("segmenter_tiny.pt")
 BG_GATES = ("union", "chosen")  # what background strokes keep off with several instances
-DEFAULT_EXPERT = os.path.join(WEIGHTS, "expert_tiny.pt")
+DEFAULT_EXPERT = shipped_weights("expert_tiny.pt")
 
 
 class PaintError(RuntimeError):

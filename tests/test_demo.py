@@ -11,7 +11,7 @@ from sgfast.ops import HAS_EXT
 
 pytestmark = pytest.mark.skipif(not HAS_EXT, reason="sgfast extension not built")
 
-SAMPLES = os.path.join(os.path.dirname(__file__), "..", "assets", "samples")
+SAMPLES = os.path.join(os.path.dirname(__file__), "..", "sgfast", "assets", "samples")
 
 
 def _names(kind):

@@ -18,10 +18,10 @@ from sgfast.ops import HAS_EXT
 pytestmark = pytest.mark.skipif(not HAS_EXT, reason="sgfast extension not built")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIRD = sorted(glob.glob(os.path.join(ROOT, "assets", "samples", "birds", "images", "*", "*.jpg")))[0]
+BIRD = sorted(glob.glob(os.path.join(ROOT, "sgfast", "assets", "samples", "birds", "images", "*", "*.jpg")))[0]
 BIRD_MASK = BIRD.replace(os.sep + "images" + os.sep, os.sep + "segmentations" + os.sep)[:-4] + ".png"
-SCENE = os.path.join(ROOT, "assets", "samples", "scenes", "images", "scene_000002.jpg")
-INSTANCES = sorted(glob.glob(os.path.join(ROOT, "assets", "samples", "scenes", "instances", "scene_000002_*.png")))
+SCENE = os.path.join(ROOT, "sgfast", "assets", "samples", "scenes", "images", "scene_000002.jpg")
+INSTANCES = sorted(glob.glob(os.path.join(ROOT, "sgfast", "assets", "samples", "scenes", "instances", "scene_000002_*.png")))
 
 
 class Spy(torch.nn.Module):

@@ -13,8 +13,8 @@ from sgfast.ops import HAS_EXT
 pytestmark = pytest.mark.skipif(not HAS_EXT, reason="sgfast extension not built")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SG = os.path.join(ROOT, "weights", "agent_sg_tiny.pt")
-BASE = os.path.join(ROOT, "weights", "agent_baseline_tiny.pt")
+SG = os.path.join(ROOT, "sgfast", "weights", "agent_sg_tiny.pt")
+BASE = os.path.join(ROOT, "sgfast", "weights", "agent_baseline_tiny.pt")
 
 
 @pytest.fixture(scope="module")

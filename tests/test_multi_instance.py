@@ -224,7 +224,7 @@ def test_tiny_agent_paints_every_instance_with_the_default_rule(scenes, models):
     scenes and on the bundled ones (plain Eq. 16 leaves some out: docs/painting.md)."""
     from sgfast.paint import paint
 
-    bundled = os.path.join(os.path.dirname(__file__), "..", "assets", "samples", "scenes")
+    bundled = os.path.join(os.path.dirname(__file__), "..", "sgfast", "assets", "samples", "scenes")
     items = list(scenes)
     for img in sorted(glob.glob(os.path.join(bundled, "images", "*.jpg"))):
         name = os.path.splitext(os.path.basename(img))[0]
@@ -257,7 +257,7 @@ def test_cli_instances_outputs(scenes, tmp_path):
 def test_cli_min_gain(tmp_path, capsys):
     """--min-gain reaches the painting: on a bundled scene (2 instances, the agent's 10 steps) plain
     Eq. 16 ('off') paints one instance, the default both. Bad values are refused."""
-    scenes = os.path.join(os.path.dirname(__file__), "..", "assets", "samples", "scenes")
+    scenes = os.path.join(os.path.dirname(__file__), "..", "sgfast", "assets", "samples", "scenes")
     img = os.path.join(scenes, "images", "scene_000001.jpg")
     inst = sorted(glob.glob(os.path.join(scenes, "instances", "scene_000001_*.png")))
     assert len(inst) == 2
@@ -341,7 +341,7 @@ def test_bg_gate_union_with_one_mask_is_the_same_painting(models):
     """One mask: its union is itself, so "union" paints exactly what "chosen" does."""
     from sgfast.paint import paint
 
-    img = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "assets", "samples", "birds",
+    img = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "sgfast", "assets", "samples", "birds",
                                         "images", "*", "*.jpg")))[0]
     mask = img.replace(os.sep + "images" + os.sep, os.sep + "segmentations" + os.sep)[:-4] + ".png"
     a, b = (paint([img], masks=[mask], steps=3, models=models, bg_gate=g, frames="none")[0]
@@ -374,7 +374,7 @@ def test_paint_instances_benchmark_script(monkeypatch, capsys):
     import runpy
 
     root = os.path.join(os.path.dirname(__file__), "..")
-    monkeypatch.setattr("sys.argv", ["paint_instances.py", os.path.join(root, "assets", "samples", "scenes"),
+    monkeypatch.setattr("sys.argv", ["paint_instances.py", os.path.join(root, "sgfast", "assets", "samples", "scenes"),
                                      "--gates", "chosen", "--min-gains", "off,0.1"])
     runpy.run_path(os.path.join(root, "benchmarks", "paint_instances.py"), run_name="__main__")
     rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith("| chosen")]

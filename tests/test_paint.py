@@ -15,8 +15,8 @@ from sgfast.ops import HAS_EXT
 pytestmark = pytest.mark.skipif(not HAS_EXT, reason="sgfast extension not built")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIRDS = os.path.join(ROOT, "assets", "samples", "birds")
-SCENES = os.path.join(ROOT, "assets", "samples", "scenes")
+BIRDS = os.path.join(ROOT, "sgfast", "assets", "samples", "birds")
+SCENES = os.path.join(ROOT, "sgfast", "assets", "samples", "scenes")
 IMAGES = sorted(glob.glob(os.path.join(BIRDS, "images", "*", "*.jpg")))[:2]
 MASKS = [p.replace(os.sep + "images" + os.sep, os.sep + "segmentations" + os.sep)[:-4] + ".png" for p in IMAGES]
 
@@ -148,7 +148,7 @@ def test_missing_weights_message(tmp_path, capsys):
 
 def test_wrong_kind_of_weights(tmp_path, capsys):
     rc = cli.main(["paint", IMAGES[0], "--mask", MASKS[0], "--out", str(tmp_path), "--actor",
-                   os.path.join(ROOT, "weights", "agent_baseline_tiny.pt"), "--no-progress"])
+                   os.path.join(ROOT, "sgfast", "weights", "agent_baseline_tiny.pt"), "--no-progress"])
     assert rc == 2
     assert "baseline" in capsys.readouterr().err
 

@@ -15,8 +15,8 @@ from sgfast.ops import HAS_EXT
 pytestmark = pytest.mark.skipif(not HAS_EXT, reason="sgfast extension not built")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-IMAGES = sorted(glob.glob(os.path.join(ROOT, "assets", "samples", "birds", "images", "*", "*.jpg")))[:2]
-RENDERER = os.path.join(ROOT, "weights", "renderer_tiny.pt")
+IMAGES = sorted(glob.glob(os.path.join(ROOT, "sgfast", "assets", "samples", "birds", "images", "*", "*.jpg")))[:2]
+RENDERER = os.path.join(ROOT, "sgfast", "weights", "renderer_tiny.pt")
 
 
 def _targets():

@@ -1,0 +1,1 @@
+"""The training layer, installed as sgfast.train: the trainers behind `sgfast train-*`."""

@@ -1,7 +1,7 @@
 """`sgfast demo`: what the README's first command runs.
 
-Paints the bundled sample birds (assets/samples/birds, with their true masks) and scenes
-(assets/samples/scenes, several objects each: sg paints them with their instance masks, Eq. 16 and
+Paints the bundled sample birds (sgfast/assets/samples/birds, with their true masks) and scenes
+(sgfast/assets/samples/scenes, several objects each: sg paints them with their instance masks, Eq. 16 and
 --min-gain's default) with the shipped semantic-guidance and baseline agents and writes, under
 --out: sg/<image>/ and baseline/<image>/ (everything `sgfast paint` writes) and side_by_side.png
 (rows: target | baseline | sg | sg exactly re-rendered at 4x). A few seconds on 2 CPU cores.
@@ -10,15 +10,14 @@ import glob
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ASSETS = os.path.join(ROOT, "assets")
+from sgfast.resources import bundled_asset
 
 
 def configure(parser):
     parser.add_argument("--out", default="out/demo", help="output folder (default: %(default)s)")
-    parser.add_argument("--samples", default=os.path.join(ASSETS, "samples", "birds"),
+    parser.add_argument("--samples", default=bundled_asset("samples", "birds"),
                         help="sample data set in the CUB layout (default: the bundled birds)")
-    parser.add_argument("--scenes", default=os.path.join(ASSETS, "samples", "scenes"),
+    parser.add_argument("--scenes", default=bundled_asset("samples", "scenes"),
                         help="a `make-dataset scenes` folder, painted with its instance masks (default: "
                              "the bundled scenes; '' = none)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")

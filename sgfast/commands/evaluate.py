@@ -13,9 +13,9 @@ import sys
 def configure(parser):
     parser.add_argument("dataset", help="dataset folder in the CUB layout (e.g. from `sgfast make-dataset birds`)")
     parser.add_argument("--actor", action="append", default=None, metavar="WEIGHTS",
-                        help="agent weights (repeatable; default: weights/agent_sg_tiny.pt)")
+                        help="agent weights (repeatable; default: the shipped agent_sg_tiny.pt)")
     parser.add_argument("--baseline-actor", default=None, metavar="WEIGHTS",
-                        help="the baseline agent to compare with (e.g. weights/agent_baseline_tiny.pt)")
+                        help="the baseline agent to compare with (e.g. the shipped agent_baseline_tiny.pt)")
     parser.add_argument("--optimize", action="store_true",
                         help="also evaluate the agent-free optimisation painter (paint --method optimize)")
     parser.add_argument("--optimize-iters", type=int, default=200, help="Adam iterations of --optimize")
@@ -29,9 +29,9 @@ def configure(parser):
     parser.add_argument("--grid", type=int, default=0, metavar="N", help="write grid.png of the first N images")
     parser.add_argument("--true-masks", action="store_true",
                         help="give the sg agent the true masks instead of Ψ's (the paper uses Ψ)")
-    parser.add_argument("--segmenter", default=None, help="Ψ weights (default: weights/segmenter_tiny.pt)")
-    parser.add_argument("--renderer", default=None, help="renderer weights (default: weights/renderer_tiny.pt)")
-    parser.add_argument("--expert", default=None, help="expert weights (default: weights/expert_tiny.pt)")
+    parser.add_argument("--segmenter", default=None, help="Ψ weights (default: the shipped segmenter_tiny.pt)")
+    parser.add_argument("--renderer", default=None, help="renderer weights (default: the shipped renderer_tiny.pt)")
+    parser.add_argument("--expert", default=None, help="expert weights (default: the shipped expert_tiny.pt)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--ops", choices=("fused", "eager"), default="fused")

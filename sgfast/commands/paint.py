@@ -36,10 +36,10 @@ def configure(parser):
     parser.add_argument("--mode", choices=("sg", "baseline"), default="sg",
                         help="semantic guidance (fg/bg strokes) or the Learning-to-Paint baseline")
     parser.add_argument("--steps", type=int, default=None, help="agent steps (default: the agent's episode)")
-    parser.add_argument("--actor", default=None, help="agent weights (default: weights/agent_<mode>_tiny.pt)")
-    parser.add_argument("--renderer", default=None, help="renderer weights (default: weights/renderer_tiny.pt)")
-    parser.add_argument("--segmenter", default=None, help="Ψ weights (default: weights/segmenter_tiny.pt)")
-    parser.add_argument("--expert", default=None, help="expert weights (default: weights/expert_tiny.pt)")
+    parser.add_argument("--actor", default=None, help="agent weights (default: the shipped agent_<mode>_tiny.pt)")
+    parser.add_argument("--renderer", default=None, help="renderer weights (default: the shipped renderer_tiny.pt)")
+    parser.add_argument("--segmenter", default=None, help="Ψ weights (default: the shipped segmenter_tiny.pt)")
+    parser.add_argument("--expert", default=None, help="expert weights (default: the shipped expert_tiny.pt)")
     parser.add_argument("--mask", nargs="+", default=None, metavar="FILE",
                         help="one foreground mask per image (instead of Ψ); '-' = predict that one")
     parser.add_argument("--box", nargs="+", default=None, metavar="FILE",

@@ -49,7 +49,7 @@ def run(args):
     from sgfast.models.expert import load_expert
     from sgfast.models.gbp import gbp_maps
     from sgfast.device import pick_device
-    from train.semantic_common import open_split
+    from sgfast.train.semantic_common import open_split
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -134,7 +134,7 @@ def load_renderer(path, device="cpu") -> Renderer:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"sgfast: renderer weights not found: {path} (train them with "
-                                "`sgfast train-renderer`, or use the shipped weights/renderer_tiny.pt)")
+                                "`sgfast train-renderer`, or use the shipped renderer_tiny.pt)")
     state, meta = load_weights(path)
     if meta.get("kind") != WEIGHTS_KIND or "config" not in meta:
         raise RuntimeError(f"sgfast: {path} is not a renderer weights file (meta kind "
