@@ -283,6 +283,8 @@ def test_cli_errors(birds, tmp_path, capsys):
     usage_error(capsys, _argv(birds, tmp_path, "--steps", "0"), "--steps must be >= 1, got 0")
     usage_error(capsys, _argv(birds, tmp_path, "--widths", "8,x"), "--widths must be comma-separated integers")
     usage_error(capsys, ["train-segmenter", "--out", str(tmp_path)], "DATASET is required.*--config smoke")
+    usage_error(capsys, ["train-segmenter", "--out", str(tmp_path), "--resume", birds],
+                "put DATASET before --resume")
     usage_error(capsys, _argv(birds, tmp_path / "none", "--steps", "1", "--resume"), "no checkpoint at")
     save_weights_fp16(tmp_path / "w.pt", {}, {"kind": "segmenter"})
     usage_error(capsys, _argv(birds, tmp_path, "--steps", "1", "--resume", str(tmp_path / "w.pt")),

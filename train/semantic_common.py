@@ -49,7 +49,7 @@ def add_common_args(parser, *, command, default_out, presets):
     """The shared options, then the supervised trainers' own; defaults from presets["tiny"]."""
     tiny = presets["tiny"]
     options.add_run_args(parser, configs=presets, default_config="tiny", default_out=default_out,
-                         config_help="training preset: tiny (the shipped models' recipe) or smoke "
+                         config_help="training preset: tiny (the defaults shown below) or smoke "
                                      "(seconds; without DATASET, on generated birds in OUT/smoke-birds)")
     parser.add_argument("dataset", nargs="?", default=None,
                         help="dataset folder in the CUB-200-2011 layout (e.g. made by `sgfast make-dataset "
@@ -82,6 +82,9 @@ def common_values(args, presets, command) -> dict:
     run = options.run_options(args)
     dataset = args.dataset
     if dataset is None:
+        if isinstance(args.resume, str) and os.path.isdir(args.resume):
+            raise UsageError(f"DATASET is required: --resume took {args.resume} as its checkpoint "
+                             "(put DATASET before --resume)")
         if args.config != "smoke":
             raise UsageError("DATASET is required (a CUB-layout folder, e.g. from `sgfast make-dataset "
                              "birds`), or use --config smoke")
