@@ -25,11 +25,12 @@ EXT       := sgfast/_C.so
 
 build: $(EXT)
 
-# Editable install (console script `sgfast`, the runtime dependencies of pyproject.toml) when the
-# package's metadata changes, then incremental ninja rebuilds in place when a source does.
+# Editable install without the extension (console script `sgfast`, the runtime dependencies of
+# pyproject.toml) when there is none or the package's metadata changed since; then the extension
+# is built in place by ninja, incrementally, its objects kept in build/ (a wheel build reuses them).
 # flock: parallel `make build`s in one checkout wait for each other instead of racing.
 $(INSTALLED): $(DEPS) pyproject.toml setup.py
-	flock .build.lock $(BIN)/pip install -q --no-build-isolation -e .
+	flock .build.lock env SGFAST_SKIP_EXT=1 $(BIN)/pip install -q --no-build-isolation -e .
 	touch $@
 
 $(EXT): $(INSTALLED) $(CSRC)

@@ -5,6 +5,9 @@ Environment switches:
   SGFAST_FORCE_CUDA=1  build the CUDA kernels without a visible GPU (needs nvcc and a CUDA build of
                        torch); TORCH_CUDA_ARCH_LIST then defaults to the data-centre archs.
   SGFAST_DEBUG=1       -O0 -g.
+  SGFAST_SKIP_EXT=1    no extension: the Makefile's editable install (metadata, dependencies, the
+                       `sgfast` script) before it builds the extension with `build_ext --inplace`,
+                       whose objects in build/ later builds (a wheel) reuse.
 """
 import glob
 import os
@@ -70,6 +73,6 @@ setup(
     package_dir={"sgfast.train": "train"},
     # Shipped weights and the sample data (walked, as package_data globs do not recurse).
     package_data={"sgfast": package_files("weights", "assets")},
-    ext_modules=[extension()],
+    ext_modules=[] if _flag("SGFAST_SKIP_EXT") else [extension()],
     cmdclass={"build_ext": BuildExtension.with_options(no_python_abi_suffix=True)},
 )

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import sgfast
+from sgfast.strokes import STROKE_PARAMS
 import sgfast.ops
 import sgfast.reference
 
@@ -29,7 +30,7 @@ def available(name):
 
 
 def make_setup(ops_name, mode="sg", config="tiny", seed=0, **overrides):
-    from sgfast.agent.backend import get_ops
+    from sgfast.backend import get_ops
     from sgfast.agent.config import get_config
     from sgfast.agent.data import synthetic_data
     from sgfast.agent.ddpg import DDPG
@@ -46,11 +47,11 @@ def make_setup(ops_name, mode="sg", config="tiny", seed=0, **overrides):
     agent = DDPG(cfg, mode, painter, ops, data, "cpu")
     gen = torch.Generator().manual_seed(seed)
     env = PaintEnv(data, painter, cfg.max_step, cfg.env_batch, data.train_ids, gen)
-    replay = ReplayMemory(cfg.env_batch * 4, cfg.size, cfg.strokes * 13)
+    replay = ReplayMemory(cfg.env_batch * 4, cfg.size, cfg.strokes * STROKE_PARAMS)
     env.reset()
     for t in range(4):  # a few transitions to sample updates from
         before, after, _ = env.step(agent.act(env.canvas, env.targets, t))
-        replay.append(before, after, torch.rand(cfg.env_batch, cfg.strokes * 13, generator=gen), t, env.ids, env.flip)
+        replay.append(before, after, torch.rand(cfg.env_batch, cfg.strokes * STROKE_PARAMS, generator=gen), t, env.ids, env.flip)
     return cfg, agent, env, replay, gen
 
 

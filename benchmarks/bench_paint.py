@@ -25,7 +25,9 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from sgfast.paint import _paint_batch, _resize, load_models, semantics
+    from sgfast.data.tensor_images import resize_square
+    from sgfast.paint import load_models, semantics
+    from sgfast.paint.agent_painter import paint_batch
     from sgfast.data.imageio import read_image_rgb
 
     paths = sorted(glob.glob(os.path.join(ROOT, "sgfast/assets/samples/birds/images/*/*.jpg")))
@@ -38,13 +40,13 @@ def main():
         models = load_models("sg", actor=args.actor, device=args.device, ops=ops, need_segmenter=False)
         steps = args.steps or int(models.meta["max_step"])
         sem = semantics(models, imgs, [masks[i] for i in idx])
-        targets = torch.cat([_resize(torch.from_numpy(im).permute(2, 0, 1)[None], models.size) for im in imgs])
-        _paint_batch(models, targets[:bs], sem[:bs], 2, "none")  # warm-up
+        targets = torch.cat([resize_square(torch.from_numpy(im).permute(2, 0, 1)[None], models.size) for im in imgs])
+        paint_batch(models, targets[:bs], sem[:bs], 2, "none")  # warm-up
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         for s in range(0, args.images, bs):
-            _paint_batch(models, targets[s:s + bs], sem[s:s + bs], steps, "none")
+            paint_batch(models, targets[s:s + bs], sem[s:s + bs], steps, "none")
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0

@@ -27,6 +27,8 @@ import os
 import numpy as np
 import torch
 
+from sgfast import metrics
+
 COLUMNS = ["agent", "strokes", "l2", "psnr", "fg_l2", "parts_l2", "psi_acc", "psi_iou", "images"]
 HEADERS = ["agent", "strokes", "L2", "PSNR (dB)", "fg L2", "parts L2", "Ψ acc", "Ψ IoU", "images"]
 
@@ -47,12 +49,11 @@ def distinguishing_labels(root):
 
 def image_metrics(target, canvas, mask, parts_mask):
     """Per-image L2, PSNR, fg L2, parts L2. target/canvas [B, 3, S, S]; mask, parts_mask [B, 1, S, S]."""
-    sq = (target - canvas) ** 2
-    l2 = sq.mean((1, 2, 3))
+    l2 = metrics.l2(target, canvas)
     psnr = 10 * torch.log10(1.0 / l2)  # inf for an exact copy (the target reference row)
-    fg = (sq * mask).sum((1, 2, 3)) / (3 * mask.sum((1, 2, 3)) + 1e-8)
+    fg = metrics.fg_l2(target, canvas, mask)
     n_parts = parts_mask.sum((1, 2, 3))
-    parts = torch.where(n_parts > 0, (sq * parts_mask).sum((1, 2, 3)) / (3 * n_parts).clamp_min(1),
+    parts = torch.where(n_parts > 0, ((target - canvas) ** 2 * parts_mask).sum((1, 2, 3)) / (3 * n_parts).clamp_min(1),
                         torch.full_like(l2, float("nan")))
     return {"l2": l2, "psnr": psnr, "fg_l2": fg, "parts_l2": parts}
 
@@ -158,8 +159,8 @@ def evaluate(dataset, actors, steps=None, num=None, split=None, batch_size=16, s
         canvases[label] = torch.stack([r.canvas for r in res])
         target = torch.stack([r.target for r in res])
     if target is None:  # only extra painters: resize the targets as paint() does
-        from sgfast.paint import _resize
-        target = _resize(torch.stack(images), size)
+        from sgfast.data.tensor_images import resize_square
+        target = resize_square(torch.stack(images), size)
     for label, fn in painters or []:
         canvases[label] = torch.cat([fn(target[s:s + batch_size], budget).cpu()
                                      for s in range(0, n, batch_size)])
@@ -176,7 +177,7 @@ def evaluate(dataset, actors, steps=None, num=None, split=None, batch_size=16, s
         rows.append(row)
     grid_img = None
     if grid:
-        from sgfast.paint_export import png_bytes  # noqa: F401  (cv2 present)
+        from sgfast.paint.export import png_bytes  # noqa: F401  (cv2 present)
         g = min(grid, n)
         cols = [target[:g]] + [c[:g] for c in canvases.values()]
         grid_img = torch.cat([torch.cat(list(col), dim=1) for col in cols], dim=2)  # [3, g*S, cols*S]

@@ -197,7 +197,7 @@ def test_flip_mirrors_targets_and_boxes():
 @needs_reference
 def test_painter_matches_eq_3_4_by_hand():
     """The env's step against a hand-written loop of paper Eq. 3-4 (renderer alpha, masked colour)."""
-    from sgfast.agent.backend import get_ops
+    from sgfast.backend import get_ops
     from sgfast.agent.env import Painter
     from sgfast.models.renderer import Renderer
 
@@ -225,7 +225,7 @@ def _fused_available():
 @pytest.mark.parametrize("mode", ["sg", "baseline"])
 def test_fused_and_eager_pipelines_agree_on_a_step(mode):
     """Same weights, same batch: env step, rewards, values and gradients of both op sets agree."""
-    from sgfast.agent.backend import get_ops
+    from sgfast.backend import get_ops
     from sgfast.agent.config import get_config
     from sgfast.agent.data import synthetic_data
     from sgfast.agent.ddpg import DDPG

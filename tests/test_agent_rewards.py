@@ -10,7 +10,7 @@ pytestmark = pytest.mark.skipif(not all(hasattr(sgfast.reference, f) for f in NE
 
 
 def _reward_model(focus_norm, size):
-    from sgfast.agent.backend import get_ops
+    from sgfast.backend import get_ops
     from sgfast.agent.rewards import RewardModel
 
     torch.manual_seed(0)

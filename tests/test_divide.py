@@ -37,8 +37,8 @@ class Spy(torch.nn.Module):
 
 
 def test_patches_get_their_own_crops_and_eq16_per_patch():
-    from sgfast.divide_painter import to_patches
-    from sgfast.instances import instance_errors
+    from sgfast.paint.divide_painter import to_patches
+    from sgfast.paint.instances import instance_errors
     from sgfast.paint import load_models, paint
 
     models = load_models("sg", need_segmenter=False)

@@ -1,5 +1,5 @@
 """Multiple foreground instances (paper Sec. 5, Eq. 16): every step paints the instance
-u = argmax_i ||S_i (I - C_t)||_F, leaving out (min_gain, sgfast/instances.py) instances whose
+u = argmax_i ||S_i (I - C_t)||_F, leaving out (min_gain, sgfast/paint/instances.py) instances whose
 painting stopped lowering their error.
 
 - The selection rule on controlled canvases (the answer is known by construction, and it is not
@@ -31,7 +31,7 @@ STEPS = 8
 
 
 def test_selection_follows_eq16_on_controlled_canvases():
-    from sgfast.instances import instance_errors, select_instances
+    from sgfast.paint.instances import instance_errors, select_instances
 
     g = torch.Generator().manual_seed(0)
     s = 16
@@ -62,7 +62,7 @@ def test_selection_follows_eq16_on_controlled_canvases():
 def test_picker_leaves_out_instances_whose_painting_stopped_paying():
     """min_gain on scripted canvases (instance areas 16 / 9 / 4 on a white target, black canvas):
     the expected choice of every step follows from the errors by hand."""
-    from sgfast.instances import InstancePicker
+    from sgfast.paint.instances import InstancePicker
 
     s = 8
     target = torch.ones(2, 3, s, s)
@@ -165,7 +165,7 @@ def _check_choices(r, steps, min_gain=None):
     step's canvas (Eq. 16), over the instances not left out: with min_gain, an instance is left out
     once a step that painted it ended with its error >= (1 - min_gain) x its lowest before, unless
     all are."""
-    from sgfast.instances import instance_errors
+    from sgfast.paint.instances import instance_errors
 
     k = len(r.strokes) // steps
     out = torch.zeros(r.masks.shape[0], dtype=torch.bool)
@@ -185,7 +185,7 @@ def _check_choices(r, steps, min_gain=None):
 def test_every_instance_gets_strokes_when_painting_lowers_its_error(scenes, models):
     import dataclasses
 
-    from sgfast.instances import instance_errors
+    from sgfast.paint.instances import instance_errors
     from sgfast.paint import paint
 
     meta = models.meta
@@ -300,7 +300,7 @@ def test_bg_gate_against_step_by_step_oracle(scenes, models, bg_gate):
     kept on uint8 levels. The exports index the union as the last gate mask."""
     import dataclasses
 
-    from sgfast.instances import select_instances
+    from sgfast.paint.instances import select_instances
     from sgfast.paint import paint
     from sgfast.reference import composite
 

@@ -72,7 +72,7 @@ def test_atomic_write_replacing_a_private_file_follows_the_umask(tmp_path, umask
 
 @pytest.mark.parametrize("mask", [0o022, 0o027])
 def test_painting_folder_and_files_follow_the_umask(tmp_path, umask, result, mask):
-    from sgfast.commands.paint import write_result
+    from sgfast.paint.export import write_result
 
     umask(mask)
     folder = tmp_path / "out" / "bird"
@@ -106,7 +106,7 @@ def test_atomic_write_full_disk_is_reported_and_keeps_the_old_file(tmp_path, mon
 def test_painting_full_disk_is_reported_and_leaves_nothing(tmp_path, monkeypatch, result):
     import builtins
 
-    import sgfast.commands.paint as paint_cmd
+    import sgfast.paint.export as paint_cmd
 
     folder = tmp_path / "bird"
     paint_cmd.write_result(result, str(folder), frame_size=32)
@@ -162,7 +162,7 @@ def test_gif_reads_back_with_close_colours():
     import numpy as np
     from PIL import Image
 
-    from sgfast.paint_export import gif_bytes
+    from sgfast.paint.export import gif_bytes
 
     frames = _frames()
     im = Image.open(io.BytesIO(gif_bytes(frames, delay_ms=100, last_delay_ms=1500)))
@@ -184,7 +184,7 @@ def test_gif_of_many_colours_has_no_dither_noise():
     import numpy as np
     from PIL import Image
 
-    from sgfast.paint_export import gif_bytes
+    from sgfast.paint.export import gif_bytes
 
     ramp = np.zeros((16, 512, 3), np.uint8)
     ramp[..., 0] = np.arange(512) // 2
@@ -199,7 +199,7 @@ def test_mp4_is_h264_and_decodes(tmp_path):
     import imageio.v3 as iio
     import numpy as np
 
-    from sgfast.paint_export import write_mp4
+    from sgfast.paint.export import write_mp4
 
     frames = [f.repeat(2, 0).repeat(2, 1) for f in _frames()]  # 2x nearest, as `paint` upscales
     path = tmp_path / "progress.mp4"
@@ -217,7 +217,7 @@ def test_mp4_is_h264_and_decodes(tmp_path):
 def test_mp4_pads_odd_sides_to_even(tmp_path):
     import imageio.v3 as iio
 
-    from sgfast.paint_export import write_mp4
+    from sgfast.paint.export import write_mp4
 
     frames = [f[:39, :55] for f in _frames(n=3)]
     write_mp4(str(tmp_path / "odd.mp4"), frames)
@@ -243,7 +243,7 @@ def _failing_ffmpeg(tmp_path, monkeypatch, kind):
 def test_mp4_failed_write_raises_and_leaves_nothing(tmp_path, monkeypatch, kind):
     import numpy as np
 
-    from sgfast.paint_export import write_mp4
+    from sgfast.paint.export import write_mp4
 
     out = tmp_path / "out"
     out.mkdir()
@@ -256,7 +256,7 @@ def test_mp4_failed_write_raises_and_leaves_nothing(tmp_path, monkeypatch, kind)
 
 
 def test_painting_with_a_failing_encoder_is_not_written(tmp_path, monkeypatch, result, capsys):
-    from sgfast.commands.paint import write_result
+    from sgfast.paint.export import write_result
 
     _failing_ffmpeg(tmp_path, monkeypatch, "fail")
     out = tmp_path / "out"
@@ -271,7 +271,7 @@ def test_painting_writes_a_playable_mp4_and_gif(tmp_path, result):
     import imageio.v3 as iio
     from PIL import Image
 
-    from sgfast.commands.paint import write_result
+    from sgfast.paint.export import write_result
 
     folder = tmp_path / "bird"
     files = write_result(result, str(folder), frame_size=64)

@@ -21,14 +21,14 @@ RENDERER = os.path.join(ROOT, "sgfast", "weights", "renderer_tiny.pt")
 
 def _targets():
     from sgfast.data.imageio import read_image_rgb
-    from sgfast.paint import _resize
+    from sgfast.data.tensor_images import resize_square
 
-    return torch.cat([_resize(torch.from_numpy(read_image_rgb(p)).permute(2, 0, 1)[None], 64) for p in IMAGES])
+    return torch.cat([resize_square(torch.from_numpy(read_image_rgb(p)).permute(2, 0, 1)[None], 64) for p in IMAGES])
 
 
 def test_optimize_lowers_l2_well_below_the_start():
     from sgfast.models.renderer import load_renderer
-    from sgfast.optimize_painter import optimize_strokes
+    from sgfast.paint.optimize_painter import optimize_strokes
 
     torch.set_num_threads(1)
     t = _targets()
@@ -42,7 +42,7 @@ def test_optimize_lowers_l2_well_below_the_start():
 def test_optimize_focus_term_lowers_focus_distance():
     from sgfast.models.renderer import load_renderer
     from sgfast.ops import focus_distance
-    from sgfast.optimize_painter import init_strokes, optimize_strokes, render
+    from sgfast.paint.optimize_painter import init_strokes, optimize_strokes, render
     from sgfast.ops import composite
 
     t = _targets()[:1]
@@ -73,7 +73,7 @@ def test_cli_optimize_writes_outputs(tmp_path):
 
 
 def test_patches_roundtrip_and_seams():
-    from sgfast.divide_painter import from_patches, smooth_seams, to_patches
+    from sgfast.paint.divide_painter import from_patches, smooth_seams, to_patches
 
     x = torch.rand(2, 3, 12, 12)
     p = to_patches(x, 3)
@@ -86,7 +86,8 @@ def test_patches_roundtrip_and_seams():
 
 
 def test_divide_output_size_and_l2_not_worse():
-    from sgfast.paint import _resize, paint
+    from sgfast.data.tensor_images import resize_square
+    from sgfast.paint import paint
 
     torch.set_num_threads(1)
     one = paint(IMAGES, mode="baseline", steps=6, frames="none")
@@ -94,7 +95,7 @@ def test_divide_output_size_and_l2_not_worse():
     for a, b in zip(one, two):
         assert b.canvas.shape == (3, 128, 128) and b.target.shape == (3, 128, 128)
         assert len(b.strokes) == 3 * 5 + 3 * 4 * 5 and b.frames[0].shape == (128, 128, 3)
-        up = _resize(a.canvas[None], 128)[0]
+        up = resize_square(a.canvas[None], 128)[0]
         assert float(((b.canvas - b.target) ** 2).mean()) <= float(((up - b.target) ** 2).mean()) + 1e-3
 
 

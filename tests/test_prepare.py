@@ -46,7 +46,7 @@ def _prepare(setup, out, *extra):
 
 
 def _loader_items(data):
-    from sgfast.train.semantic_common import open_split
+    from sgfast.data.cub_split import open_split
     items = []
     for split in ("train", "test"):
         ds = open_split(data, split, SIZE)

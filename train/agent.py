@@ -21,10 +21,12 @@ import time
 
 import torch
 
+from sgfast import metrics
 from sgfast.agent import distributed
 from sgfast.agent.config import CONFIGS, AgentConfig, get_config
 from sgfast.cli_errors import UsageError, reports_errors
 from sgfast.device import pick_device
+from sgfast.strokes import STROKE_PARAMS
 from sgfast.train import checkpoint as ckpt_io
 from sgfast.train import options
 from sgfast.train.loop import STOPPED_EXIT, Periodic, run_loop, tensorboard
@@ -250,10 +252,7 @@ def restore_replay(memory, state) -> bool:
 def l2_metrics(image, canvas, mask):
     """Per-image L2 (mean over C, H, W of the squared difference, the baseline's `dist`) and
     foreground L2 (the same, weighted by the soft mask S)."""
-    sq = (image - canvas) ** 2
-    l2 = sq.mean((1, 2, 3))
-    fg = (sq * mask).sum((1, 2, 3)) / (3 * mask.sum((1, 2, 3)) + 1e-8)
-    return l2, fg
+    return metrics.l2(image, canvas), metrics.fg_l2(image, canvas, mask)
 
 
 class Trainer:
@@ -261,7 +260,7 @@ class Trainer:
     arguments of configure's parser)."""
 
     def __init__(self, opts: AgentTraining | argparse.Namespace):
-        from sgfast.agent.backend import get_ops
+        from sgfast.backend import get_ops
         from sgfast.agent.ddpg import DDPG
         from sgfast.agent.env import PaintEnv, Painter
         from sgfast.agent.replay import ReplayMemory
@@ -290,7 +289,7 @@ class Trainer:
         self.painter = Painter(self.renderer, self.ops, self.mode, cfg.strokes_bg)
         self.agent = DDPG(cfg, self.mode, self.painter, self.ops, self.data, self.device)
         capacity = cfg.replay_episodes * cfg.max_step  # the baseline's rmsize * max_step transitions
-        self.replay = ReplayMemory(max(capacity, cfg.env_batch), cfg.size, cfg.strokes * 13, self.device)
+        self.replay = ReplayMemory(max(capacity, cfg.env_batch), cfg.size, cfg.strokes * STROKE_PARAMS, self.device)
         self.env = PaintEnv(self.data, self.painter, cfg.max_step, cfg.env_batch, self.data.train_ids, self.gen)
         n_val = min(len(self.data.val_ids), cfg.env_batch)
         self.val_env = PaintEnv(self.data, self.painter, cfg.max_step, n_val, self.data.val_ids, self.gen,
@@ -540,7 +539,7 @@ def train(opts: AgentTraining) -> int:
         cfg = trainer.cfg
         from sgfast.agent.replay import ReplayMemory
 
-        bpt = ReplayMemory.bytes_per_transition(cfg.size, cfg.strokes * 13)
+        bpt = ReplayMemory.bytes_per_transition(cfg.size, cfg.strokes * STROKE_PARAMS)
         print(f"train-agent: mode {trainer.mode}, config {cfg.name}, ops {trainer.ops.name}, device "
               f"{trainer.device}, ranks {trainer.world}, {cfg.strokes} strokes/step "
               f"({cfg.strokes_bg} bg + {cfg.strokes_fg} fg in sg mode), replay {trainer.replay.capacity} "

@@ -18,7 +18,7 @@ import torch
 from sgfast.cli_errors import UsageError
 from sgfast.train import checkpoint as ckpt_io
 from sgfast.train import options
-# open_split is also the reader of `sgfast prepare` (sgfast/commands/prepare.py imports it here).
+# open_split (sgfast.data.cub_split) is also the reader of `sgfast prepare`.
 from sgfast.train.cub_data import (BatchOrder, NoParts, draw_batch, flip_batch, load_split,  # noqa: F401
                                    open_split, to_float)
 

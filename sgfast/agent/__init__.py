@@ -1,6 +1,6 @@
 """The painting agent: model-based DDPG with bi-level strokes, alignment and focus reward.
 
-One concern per module: `config` (named configurations), `backend` (fused or eager ops),
+One concern per module: `config` (named configurations) (the fused or eager ops: sgfast.backend),
 `data` (targets with S, boxes and G by index), `networks` (actor, critic, discriminator), `env`
 (batched painting environment), `rewards` (WGAN-GP discriminators and the reward terms), `replay`
 (device replay memory), `ddpg` (the model-based update), `distributed` (gradient all-reduce).

@@ -12,6 +12,8 @@ and Q tensor is [B, 1]: the authors' code adds a [B] reward to [B, 1] values, wh
 from __future__ import annotations
 
 import torch
+
+from sgfast.strokes import STROKE_PARAMS
 import torch.nn.functional as F
 
 from sgfast.agent import distributed
@@ -130,7 +132,7 @@ class DDPG:
         stats.update(critic_loss=critic_loss.detach(), actor_loss=actor_loss.detach(), q=q.detach().mean(),
                      actor_logit_rms=logits.detach().pow(2).mean().sqrt())
         # Share of the actor's outputs pinned at a bound (sigmoid saturated: no gradient comes back).
-        pinned = ((action > 0.99) | (action < 0.01)).detach().float().view(action.shape[0], -1, 13)
+        pinned = ((action > 0.99) | (action < 0.01)).detach().float().view(action.shape[0], -1, STROKE_PARAMS)
         nb = cfg.strokes_bg if self.mode == "sg" else 0
         if nb:
             stats["action_pinned_bg"] = pinned[:, :nb].mean()

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import torch
 
+from sgfast.strokes import STROKE_PARAMS, as_strokes, paint_neural
+
 MODES = ("sg", "baseline")
 
 
@@ -72,15 +74,13 @@ class Painter:
         b, _, h, w = canvas.shape
         if h != self.size or w != self.size:
             raise ValueError(f"canvas is {h}x{w} but the renderer paints {self.size}x{self.size}")
-        if action.dim() != 2 or action.shape[0] != b or action.shape[1] % 13:
-            raise ValueError(f"action must be [B={b}, K*13], got {tuple(action.shape)}")
-        k = action.shape[1] // 13
-        a = action.reshape(b * k, 13)
-        alpha = self.renderer(a[:, :10]).view(b, k, h, w)
-        color = a[:, 10:].reshape(b, k, 3)
+        if action.dim() != 2 or action.shape[0] != b or action.shape[1] % STROKE_PARAMS:
+            raise ValueError(f"action must be [B={b}, K*{STROKE_PARAMS}], got {tuple(action.shape)}")
+        strokes = as_strokes(action)
         if self.mode == "sg":
-            return self.ops.composite(canvas, alpha, color, mask, self.layer(k, canvas.device))
-        return self.ops.composite(canvas, alpha, color)
+            return paint_neural(self.renderer, self.ops.composite, canvas, strokes, mask,
+                                self.layer(strokes.shape[1], canvas.device))
+        return paint_neural(self.renderer, self.ops.composite, canvas, strokes)
 
 
 def to_uint8(canvas: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import torch
+
+from sgfast.strokes import STROKE_PARAMS
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
@@ -83,7 +85,7 @@ class Actor(nn.Module):
     def __init__(self, in_channels, strokes, width=64, blocks=(2, 2, 2, 2)):
         super().__init__()
         self.strokes = strokes
-        self.net = ResNet(in_channels, strokes * 13, width, blocks, norm=True)
+        self.net = ResNet(in_channels, strokes * STROKE_PARAMS, width, blocks, norm=True)
 
     def logits(self, x):
         """The pre-sigmoid outputs (what an action regulariser acts on)."""

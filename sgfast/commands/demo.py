@@ -28,10 +28,11 @@ def run(args):
     import numpy as np
     import torch
 
-    from sgfast.commands.paint import _u8, write_result
+    from sgfast import metrics
     from sgfast.io import atomic_write_bytes
     from sgfast.paint import PaintError, paint, result_exact
-    from sgfast.paint_export import png_bytes
+    from sgfast.data.tensor_images import to_u8_hwc
+    from sgfast.paint.export import png_bytes, write_result
 
     torch.set_num_threads(args.threads)
     images = sorted(glob.glob(os.path.join(args.samples, "images", "*", "*.jpg")))
@@ -70,9 +71,9 @@ def run(args):
         for mode, r in (("baseline", b), ("sg", s)):
             write_result(r, os.path.join(args.out, mode, r.name), frame_size=r.size)
         side = 4 * s.size
-        big = lambda t: cv2.resize(_u8(t), (side, side), interpolation=cv2.INTER_NEAREST)  # noqa: E731
-        rows.append(np.concatenate([big(s.target), big(b.canvas), big(s.canvas), _u8(result_exact(s, side, supersample=2))], 1))
-        l2 = lambda r: float(((r.canvas - r.target) ** 2).mean())  # noqa: E731
+        big = lambda t: cv2.resize(to_u8_hwc(t), (side, side), interpolation=cv2.INTER_NEAREST)  # noqa: E731
+        rows.append(np.concatenate([big(s.target), big(b.canvas), big(s.canvas), to_u8_hwc(result_exact(s, side, supersample=2))], 1))
+        l2 = lambda r: float(metrics.l2(r.target[None], r.canvas[None]))  # noqa: E731
         inst = f", {s.masks.shape[0]} instances, {len(s.painted_instances)} painted" if s.masks.shape[0] > 1 else ""
         print(f"demo: {s.name}: L2 baseline {l2(b):.4f}, sg {l2(s):.4f} ({len(s.strokes)} strokes{inst})")
     if not rows:

@@ -59,7 +59,7 @@ def run(args):
         raise SystemExit(f"sgfast evaluate: --steps must be >= 1, got {args.steps}")
     painters = []
     if args.optimize:
-        from sgfast.optimize_painter import batch_painter
+        from sgfast.paint.optimize_painter import batch_painter
         painters.append((f"optimize ({args.optimize_iters} iters)",
                          batch_painter(args.renderer, args.optimize_iters, device=args.device)))
     try:
@@ -80,7 +80,7 @@ def run(args):
     atomic_write_bytes(os.path.join(args.out, "evaluate.md"), table_markdown(rows).encode())
     written = ["evaluate.csv", "evaluate.md"]
     if grid is not None:
-        from sgfast.paint_export import png_bytes
+        from sgfast.paint.export import png_bytes
 
         atomic_write_bytes(os.path.join(args.out, "grid.png"), png_bytes(as_numpy_u8(grid)))
         written.append("grid.png")

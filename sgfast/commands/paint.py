@@ -9,13 +9,11 @@ sgfast/paint.py for the Python API.
 """
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import sys
 import tempfile
 
-from sgfast.instances import DEFAULT_MIN_GAIN, check_min_gain
+from sgfast.paint.instances import DEFAULT_MIN_GAIN, check_min_gain
 
 
 def _min_gain(text):
@@ -90,72 +88,6 @@ def _per_image(values, n, flag):
     return [None if v == "-" else v for v in values]
 
 
-def _u8(t):
-    return (t.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-
-
-def _upscale(frame, side):
-    import cv2
-
-    if side is None or frame.shape[0] == side:
-        return frame
-    return cv2.resize(frame, (side, side), interpolation=cv2.INTER_NEAREST)
-
-
-def write_result(result, folder, size=None, supersample=4, frame_size=256, video=True, device="cpu"):
-    """Write one PaintResult into `folder` atomically (temp folder + rename). Returns the file list."""
-    from sgfast.io import make_temp_dir
-    from sgfast.paint import result_exact
-    from sgfast.paint_export import gif_bytes, png_bytes, strokes_document, svg_text, write_mp4
-
-    parent = os.path.dirname(os.path.abspath(folder))
-    os.makedirs(parent, exist_ok=True)
-    # 0777 less the umask, as a normally created folder (tempfile.mkdtemp's would stay 0700)
-    tmp = make_temp_dir(parent, prefix="." + os.path.basename(folder) + ".", suffix=".tmp")
-    try:
-        def put(name, data):
-            with open(os.path.join(tmp, name), "wb") as f:
-                f.write(data)
-
-        put("painting.png", png_bytes(_u8(result.canvas)))
-        put("target.png", png_bytes(_u8(result.target)))
-        mask_files, mask_pairs = [], []
-        if result.mode == "sg":
-            put("fg.png", png_bytes(_u8(result.fg_layer)))
-            put("bg.png", png_bytes(_u8(result.bg_layer)))
-            single = result.masks.shape[0] == 1
-            for i, m in enumerate(result.gate_masks):
-                name = "mask.png" if single else f"mask_{i}.png" if i < len(result.masks) else "mask_union.png"
-                m8 = (m.clamp(0, 1) * 255).round().byte().numpy()
-                put(name, png_bytes(m8))
-                mask_files.append(name)
-                mask_pairs.append((png_bytes(m8), png_bytes(255 - m8)))
-        doc = strokes_document(result.strokes, result.layers, result.steps, result.mask_ids, mask_files,
-                               result.size, result.mode, source=result.name)
-        put("strokes.json", json.dumps(doc, indent=1).encode())
-        put("strokes.svg", svg_text(result.strokes, result.layers, result.mask_ids, mask_pairs,
-                                    result.size).encode())
-        if size:
-            put(f"painting_{size}.png", png_bytes(_u8(result_exact(result, size, supersample, device))))
-        if video and result.frames:
-            frames = [_upscale(f, frame_size) for f in result.frames]
-            put("progress.gif", gif_bytes(frames))
-            write_mp4(os.path.join(tmp, "progress.mp4"), frames)  # raises if ffmpeg fails
-        files = sorted(os.listdir(tmp))
-        if os.path.isdir(folder):  # replace a previous painting as a whole
-            old = folder + ".old"
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(folder, old)
-            os.replace(tmp, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, folder)
-        return files
-    finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
 def unique_names(results):
     seen = {}
     names = []
@@ -169,7 +101,9 @@ def unique_names(results):
 def run(args):
     import torch
 
+    from sgfast import metrics
     from sgfast.paint import PaintError, paint
+    from sgfast.paint.export import write_result
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -208,12 +142,13 @@ def run(args):
             continue
         folder = os.path.join(args.out, name)
         try:
-            write_result(r, folder, args.size, args.supersample, args.frame_size, not args.no_video, args.device)
+            write_result(r, folder, args.size, args.supersample, args.frame_size, not args.no_video, args.device,
+                         args.ops)
         except Exception as exc:  # noqa: BLE001 (one image's outputs failing must not cost the batch's)
             failed += 1
             print(f"sgfast paint: could not write {folder}: {type(exc).__name__}: {exc}", file=sys.stderr)
             continue
-        l2 = float(((r.canvas - r.target) ** 2).mean())
+        l2 = float(metrics.l2(r.target[None], r.canvas[None]))
         print(f"{folder}: {len(r.strokes)} strokes, L2 {l2:.4f}")
     print(f"sgfast paint: {n - failed} of {n} images painted -> {args.out}", file=sys.stderr)
     return 1 if failed else 0

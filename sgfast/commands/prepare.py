@@ -13,7 +13,6 @@ import sys
 import time
 
 import torch
-import torch.nn.functional as F
 
 from sgfast.data.prepared import FORMAT_VERSION, header_bytes, record_dtype, to_records
 from sgfast.io import atomic_path
@@ -38,18 +37,12 @@ def configure(parser):
     parser.add_argument("--no-progress", action="store_true")
 
 
-def _resize(x, size, mode="bilinear"):
-    if x.shape[-1] == size and x.shape[-2] == size:
-        return x
-    return F.interpolate(x, size=(size, size), mode=mode, align_corners=False,
-                         antialias=x.shape[-1] > size).clamp(0, 1)
-
-
 def run(args):
+    from sgfast.data.tensor_images import resize_square
     from sgfast.models.expert import load_expert
     from sgfast.models.gbp import gbp_maps
     from sgfast.device import pick_device
-    from sgfast.train.semantic_common import open_split
+    from sgfast.data.cub_split import open_split
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -120,8 +113,8 @@ def run(args):
                         masks, boxes = predict(segmenter, images)
                     maps, pred = gbp_maps(expert, images, masks, boxes)
                     agree += sum(int(p) == l for p, l in zip(pred.tolist(), labels))
-                    rec = to_records(args.size, _resize(images, args.size), _resize(masks, args.size),
-                                     _resize(maps, args.size), boxes, labels, pred.tolist(), ids,
+                    rec = to_records(args.size, resize_square(images, args.size), resize_square(masks, args.size),
+                                     resize_square(maps, args.size), boxes, labels, pred.tolist(), ids,
                                      [split == "train"] * len(items))
                     f.write(rec.tobytes())
                     if bar:

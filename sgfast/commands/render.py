@@ -12,12 +12,15 @@ def configure(parser):
     parser.add_argument("--out", required=True, help="output PNG file")
     parser.add_argument("--supersample", type=int, default=4, help="samples per pixel side (default 4)")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument("--ops", choices=("fused", "eager"), default="fused",
+                        help="rasterize/composite ops: fused (sgfast.ops) or eager (sgfast.reference)")
 
 
 def run(args):
+    from sgfast.data.tensor_images import to_u8_hwc
     from sgfast.io import atomic_write_bytes
     from sgfast.paint import render_exact
-    from sgfast.paint_export import StrokeDocError, png_bytes, read_strokes_document
+    from sgfast.paint.export import StrokeDocError, png_bytes, read_strokes_document
 
     if not 1 <= args.size <= 16384:
         print(f"sgfast render: error: --size must be in [1, 16384], got {args.size}", file=sys.stderr)
@@ -25,11 +28,11 @@ def run(args):
     try:
         doc, strokes, layers, mask_ids, masks = read_strokes_document(args.strokes)
         image = render_exact(strokes, layers, mask_ids, masks, args.size, args.supersample,
-                             tuple(doc.get("background", (0, 0, 0))), args.device)
+                             tuple(doc.get("background", (0, 0, 0))), args.device, ops=args.ops)
     except (StrokeDocError, OSError, ValueError) as exc:
         print(f"sgfast render: error: {exc}", file=sys.stderr)
         return 2
-    u8 = (image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+    u8 = to_u8_hwc(image)
     try:
         atomic_write_bytes(args.out, png_bytes(u8))
     except OSError as exc:

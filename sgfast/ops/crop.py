@@ -6,7 +6,7 @@ grid_sample, align_corners=False, bilinear, zeros padding).
 import torch
 
 from sgfast.ops._ext import HAS_EXT, require_ext
-from sgfast.reference.crop import crop_size
+from sgfast.op_args import crop_size
 
 _FLOATS = (torch.float32, torch.float64)
 

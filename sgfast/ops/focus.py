@@ -10,7 +10,7 @@ import torch
 
 from sgfast.ops._ext import HAS_EXT, require_ext
 from sgfast.ops.crop import check_boxes, check_image
-from sgfast.reference.crop import crop_size
+from sgfast.op_args import crop_size
 
 
 def _check(op, target, canvases, gbp, boxes, size):

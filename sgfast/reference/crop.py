@@ -6,22 +6,7 @@ align_corners=False, bilinear, zeros padding, exactly as the authors' PyTorch co
 import torch
 import torch.nn.functional as F
 
-
-def crop_size(size):
-    """`size` (an int or an (h, w) pair) -> (h, w); raises ValueError naming 'size'."""
-    if isinstance(size, bool):
-        raise TypeError(f"sgfast: argument 'size': expected an int or an (h, w) pair, got {size!r}")
-    if isinstance(size, int):
-        pair = (size, size)
-    elif isinstance(size, (tuple, list, torch.Size)) and len(size) == 2:
-        pair = tuple(size)
-    else:
-        raise TypeError(f"sgfast: argument 'size': expected an int or an (h, w) pair, got {size!r}")
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
-        raise TypeError(f"sgfast: argument 'size': expected integers, got {size!r}")
-    if min(pair) < 1:
-        raise ValueError(f"sgfast: argument 'size': expected a crop size >= 1, got {size!r}")
-    return int(pair[0]), int(pair[1])
+from sgfast.op_args import crop_size
 
 
 def crop_theta(boxes: torch.Tensor) -> torch.Tensor:

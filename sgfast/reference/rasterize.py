@@ -7,7 +7,7 @@ every supersample point (converges to the exact mode as t_samples grows; see doc
 """
 import torch
 
-from sgfast.ops.rasterize import check_args, check_values
+from sgfast.op_args import check_args, check_values
 
 LTP_DISCS = 100
 

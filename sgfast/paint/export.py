@@ -10,8 +10,12 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 
 import numpy as np
+
+from sgfast.data.tensor_images import to_u8_hwc
+from sgfast.strokes import SHAPE_PARAMS, STROKE_PARAMS
 
 STROKE_FORMAT = "sgfast-strokes"
 STROKE_VERSION = 1
@@ -164,7 +168,7 @@ def read_strokes_document(path):
     if not isinstance(doc, dict) or doc.get("format") != STROKE_FORMAT:
         raise StrokeDocError(f"{path}: not an sgfast stroke file (format must be {STROKE_FORMAT!r})")
     try:
-        strokes = np.asarray([s["params"] for s in doc["strokes"]], np.float64).reshape(-1, 13)
+        strokes = np.asarray([s["params"] for s in doc["strokes"]], np.float64).reshape(-1, STROKE_PARAMS)
         layers = [s["layer"] for s in doc["strokes"]]
         mask_ids = [s.get("mask") for s in doc["strokes"]]
     except (KeyError, TypeError, ValueError) as exc:
@@ -214,7 +218,73 @@ def svg_text(strokes: np.ndarray, layers, mask_ids, mask_pngs, size: int,
         gate = ""
         if mask_ids[i] is not None and layers[i] in ("fg", "bg"):
             gate = f' mask="url(#{layers[i]}{mask_ids[i]})"'
-        out.append(f'<path d="{d}" fill="none" stroke="{col(p[10:13])}" stroke-width="{width:.3f}" '
+        out.append(f'<path d="{d}" fill="none" stroke="{col(p[SHAPE_PARAMS:])}" stroke-width="{width:.3f}" '
                    f'stroke-linecap="round" stroke-opacity="{opacity:.4f}"{gate}/>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
+
+
+# --------------------------------------------------------------------------- a painting's folder
+
+def upscale_frame(frame, side):
+    """A square uint8 frame scaled to side x side by nearest neighbour (a small canvas stays crisp)."""
+    import cv2
+
+    if side is None or frame.shape[0] == side:
+        return frame
+    return cv2.resize(frame, (side, side), interpolation=cv2.INTER_NEAREST)
+
+
+def write_result(result, folder, size=None, supersample=4, frame_size=256, video=True, device="cpu", ops="fused"):
+    """Write one PaintResult into `folder` atomically (temp folder + rename): painting, target, layers,
+    masks, strokes JSON/SVG, the exact re-render at `size` (if given), progress GIF/MP4 (frames
+    scaled to frame_size, nearest). Returns the file list."""
+    from sgfast.io import make_temp_dir
+    from sgfast.paint.rerender import result_exact
+
+    parent = os.path.dirname(os.path.abspath(folder))
+    os.makedirs(parent, exist_ok=True)
+    # 0777 less the umask, as a normally created folder (tempfile.mkdtemp's would stay 0700)
+    tmp = make_temp_dir(parent, prefix="." + os.path.basename(folder) + ".", suffix=".tmp")
+    try:
+        def put(name, data):
+            with open(os.path.join(tmp, name), "wb") as f:
+                f.write(data)
+
+        put("painting.png", png_bytes(to_u8_hwc(result.canvas)))
+        put("target.png", png_bytes(to_u8_hwc(result.target)))
+        mask_files, mask_pairs = [], []
+        if result.mode == "sg":
+            put("fg.png", png_bytes(to_u8_hwc(result.fg_layer)))
+            put("bg.png", png_bytes(to_u8_hwc(result.bg_layer)))
+            single = result.masks.shape[0] == 1
+            for i, m in enumerate(result.gate_masks):
+                name = "mask.png" if single else f"mask_{i}.png" if i < len(result.masks) else "mask_union.png"
+                m8 = (m.clamp(0, 1) * 255).round().byte().numpy()
+                put(name, png_bytes(m8))
+                mask_files.append(name)
+                mask_pairs.append((png_bytes(m8), png_bytes(255 - m8)))
+        doc = strokes_document(result.strokes, result.layers, result.steps, result.mask_ids, mask_files,
+                               result.size, result.mode, source=result.name)
+        put("strokes.json", json.dumps(doc, indent=1).encode())
+        put("strokes.svg", svg_text(result.strokes, result.layers, result.mask_ids, mask_pairs,
+                                    result.size).encode())
+        if size:
+            put(f"painting_{size}.png", png_bytes(to_u8_hwc(result_exact(result, size, supersample, device, ops))))
+        if video and result.frames:
+            frames = [upscale_frame(f, frame_size) for f in result.frames]
+            put("progress.gif", gif_bytes(frames))
+            write_mp4(os.path.join(tmp, "progress.mp4"), frames)  # raises if ffmpeg fails
+        files = sorted(os.listdir(tmp))
+        if os.path.isdir(folder):  # replace a previous painting as a whole
+            old = folder + ".old"
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(folder, old)
+            os.replace(tmp, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, folder)
+        return files
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""Agent-free painting by direct optimisation (`sgfast paint --method optimize`, issue 6 item 6).
+"""Agent-free painting by direct optimisation (`sgfast paint --method optimize`).
 
 The direct approach of "Neural Painters" (seed 004): N strokes' 13 parameters are free variables,
 p = sigmoid(logits) keeps them in [0, 1], and Adam minimises
@@ -17,7 +17,16 @@ from __future__ import annotations
 
 import torch
 
-from sgfast.paint import PaintError
+import os
+
+from sgfast import metrics
+from sgfast.backend import Ops, get_ops
+from sgfast.data.tensor_images import resize_square, to_u8_hwc
+from sgfast.paint.inputs import as_image_list, load_images
+from sgfast.paint.result import PaintError, PaintResult
+from sgfast.paint.semantics import semantics
+from sgfast.paint.weights import DEFAULT_EXPERT, DEFAULT_RENDERER, DEFAULT_SEGMENTER, Models
+from sgfast.strokes import SHAPE_PARAMS, STROKE_PARAMS, colors, neural_alpha, paint_neural
 
 
 def _logit(p):
@@ -30,7 +39,7 @@ def init_strokes(targets, n, generator=None):
     b, _, s, _ = targets.shape
     dev = targets.device
     u = lambda *shape: torch.rand(*shape, generator=generator).to(dev)  # noqa: E731
-    p = torch.empty(b, n, 13, device=dev)
+    p = torch.empty(b, n, STROKE_PARAMS, device=dev)
     p[..., 0:6] = u(b, n, 6)                      # x0 y0 x1 y1 x2 y2
     p[..., 6:8] = 0.7 + 0.3 * u(b, n, 2)          # z0 z2: mostly opaque
     p[..., 8:10] = 0.05 + 0.3 * u(b, n, 2)        # w0 w2
@@ -38,16 +47,13 @@ def init_strokes(targets, n, generator=None):
     rows = (p[..., 0] * (s - 1)).round().long()
     cols = (p[..., 1] * (s - 1)).round().long()
     idx = (rows * s + cols)[:, None, :].expand(b, 3, n)
-    p[..., 10:13] = targets.flatten(2).gather(2, idx).transpose(1, 2)
+    p[..., SHAPE_PARAMS:] = targets.flatten(2).gather(2, idx).transpose(1, 2)
     return p
 
 
 def render(renderer, params, canvas0, composite, mask=None, layer=None):
     """Composite strokes params [B, N, 13] (in [0, 1]) onto canvas0 [B, 3, S, S]."""
-    b, n, _ = params.shape
-    s = canvas0.shape[-1]
-    alpha = renderer(params[..., :10].reshape(b * n, 10)).view(b, n, s, s)
-    return composite(canvas0, alpha, params[..., 10:].contiguous(), mask, layer)
+    return paint_neural(renderer, composite, canvas0, params, mask, layer)
 
 
 def optimize_strokes(targets, renderer, n_strokes, iters=200, lr=0.1, nu=0.0, gbp=None, boxes=None,
@@ -66,10 +72,8 @@ def optimize_strokes(targets, renderer, n_strokes, iters=200, lr=0.1, nu=0.0, gb
         raise PaintError(f"--lr must be > 0, got {lr}")
     if nu and (gbp is None or boxes is None):
         raise PaintError("the focus term (nu > 0) needs GBP maps and boxes")
-    if ops == "fused":
-        from sgfast.ops import composite, focus_distance
-    else:
-        from sgfast.reference import composite, focus_distance
+    ops = ops if isinstance(ops, Ops) else get_ops(ops)
+    composite, focus_distance = ops.composite, ops.focus_distance
     s = targets.shape[-1]
     if getattr(getattr(renderer, "config", None), "size", s) != s:
         raise PaintError(f"--renderer paints {renderer.config.size} px but the targets are {s} px")
@@ -85,7 +89,7 @@ def optimize_strokes(targets, renderer, n_strokes, iters=200, lr=0.1, nu=0.0, gb
         with torch.enable_grad():
             params = torch.sigmoid(logits)
             canvas = render(renderer, params, canvas0, composite)
-            per_image = ((canvas - targets) ** 2).mean((1, 2, 3))
+            per_image = metrics.l2(targets, canvas)
             if history is not None:
                 history.append(float(per_image.detach().mean()))
             if it == iters:
@@ -102,7 +106,6 @@ def optimize_strokes(targets, renderer, n_strokes, iters=200, lr=0.1, nu=0.0, gb
 def batch_painter(renderer_path=None, iters=200, lr=0.1, device="cpu"):
     """fn(targets, strokes) -> canvases, for sgfast.evaluate's extra painters."""
     from sgfast.models.renderer import load_renderer
-    from sgfast.paint import DEFAULT_RENDERER
 
     rend = load_renderer(renderer_path or DEFAULT_RENDERER, device)
 
@@ -118,9 +121,11 @@ def paint_optimize(images, strokes=100, iters=200, lr=0.1, nu=0.0, renderer=None
     strokes, layer "all"), `strokes_per_step` strokes counted as one step for the progress frames.
     nu > 0 adds the focus term, with G from the expert on Ψ's (or the given) masks."""
     from sgfast.models.renderer import load_renderer
-    from sgfast.paint import (DEFAULT_EXPERT, DEFAULT_RENDERER, DEFAULT_SEGMENTER, Models, PaintResult,
-                              _as_image, _resize, _to_u8_image, semantics)
 
+    try:
+        backend = get_ops(ops)
+    except (RuntimeError, ValueError) as exc:
+        raise PaintError(f"--ops: {exc}") from None
     device = torch.device(device)
     path = renderer or DEFAULT_RENDERER
     try:
@@ -134,31 +139,21 @@ def paint_optimize(images, strokes=100, iters=200, lr=0.1, nu=0.0, renderer=None
         from sgfast.models.segmenter import load_segmenter
 
         for opt, p in (("--expert", expert or DEFAULT_EXPERT), ("--segmenter", segmenter or DEFAULT_SEGMENTER)):
-            if not __import__("os").path.isfile(p):
+            if not os.path.isfile(p):
                 raise PaintError(f"{opt}: weights file not found: {p} (needed by the focus term, --nu)")
         seg, _ = load_segmenter(segmenter or DEFAULT_SEGMENTER)
         exp, exp_meta = load_expert(expert or DEFAULT_EXPERT)
-        models = Models(None, {"size": size}, rend, seg.to(device), exp.to(device), exp_meta, None, device, "sg")
+        models = Models(None, {"size": size}, rend, seg.to(device), exp.to(device), exp_meta, backend, device, "sg")
     if frames not in ("step", "stroke", "none"):
         raise PaintError(f"frames must be 'step', 'stroke' or 'none', got {frames!r}")
-    if isinstance(images, (str, __import__("os").PathLike)):
-        images = [images]
-    images = list(images)
-    results = [None] * len(images)
-    loaded = []
-    for i, item in enumerate(images):
-        try:
-            name, img = _as_image(item)
-            loaded.append((i, name or f"image_{i:04d}", img))
-        except (OSError, ValueError) as exc:
-            results[i] = PaintResult(name=str(item), error=str(exc), mode="optimize")
+    results, loaded = load_images(as_image_list(images), mode="optimize")
     bar = None
     if progress and loaded:
         from tqdm import tqdm
         bar = tqdm(total=len(loaded), desc="paint (optimize)", unit="img", dynamic_ncols=True)
     for s in range(0, len(loaded), batch_size):
         chunk = loaded[s:s + batch_size]
-        targets = torch.cat([_resize(torch.from_numpy(img).permute(2, 0, 1)[None], size)
+        targets = torch.cat([resize_square(torch.from_numpy(img).permute(2, 0, 1)[None], size)
                              for _, _, img in chunk]).to(device)
         gbp = bx = None
         if nu:
@@ -166,18 +161,16 @@ def paint_optimize(images, strokes=100, iters=200, lr=0.1, nu=0.0, renderer=None
                              None if boxes is None else [boxes[i]])[0] for i, _, img in chunk]
             gbp = torch.stack([g[:1] for _, _, g in sem]).to(device)
             bx = torch.cat([b[:1] for _, b, _ in sem]).to(device)
-        params, canvas = optimize_strokes(targets, rend, strokes, iters, lr, nu, gbp, bx, seed + s, ops)
+        params, canvas = optimize_strokes(targets, rend, strokes, iters, lr, nu, gbp, bx, seed + s, backend)
         with torch.no_grad():
             if frames != "none":
-                from sgfast.ops import composite_frames
-                alpha = rend(params[..., :10].reshape(-1, 10)).view(len(chunk), strokes, size, size)
-                fr = composite_frames(torch.zeros_like(targets), alpha, params[..., 10:].contiguous())
+                fr = backend.composite_frames(torch.zeros_like(targets), neural_alpha(rend, params), colors(params))
         for j, (i, name, _) in enumerate(chunk):
             keep = []
             if frames != "none":
                 every = 1 if frames == "stroke" else strokes_per_step
-                keep = [_to_u8_image(torch.zeros(3, size, size))] + [
-                    _to_u8_image(fr[j, t]) for t in range(strokes) if (t + 1) % every == 0 or t == strokes - 1]
+                keep = [to_u8_hwc(torch.zeros(3, size, size))] + [
+                    to_u8_hwc(fr[j, t]) for t in range(strokes) if (t + 1) % every == 0 or t == strokes - 1]
             results[i] = PaintResult(
                 name=name, target=targets[j].cpu(), canvas=canvas[j].cpu(), strokes=params[j].double().cpu().numpy(),
                 layers=["all"] * strokes, mask_ids=[None] * strokes,

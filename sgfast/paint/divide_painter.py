@@ -1,5 +1,5 @@
-"""`sgfast paint --divide D`: the baseline's grid refinement (Learning to Paint, test.py; issue 6
-item 5). An inference-only trick, not in the paper.
+"""`sgfast paint --divide D`: the baseline's grid refinement (Learning to Paint, test.py). An
+inference-only trick, not in the paper.
 
 1. The first steps // 2 steps paint the whole image at the agent's canvas size S.
 2. The canvas is upscaled (bilinear) to D*S and cut into D x D patches of S x S; each patch is
@@ -20,7 +20,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from sgfast.instances import DEFAULT_MIN_GAIN, stroke_gates
+from sgfast.data.tensor_images import resize_square, to_u8_hwc
+from sgfast.paint.agent_painter import paint_batch
+from sgfast.paint.instances import DEFAULT_MIN_GAIN, stroke_gates
+from sgfast.strokes import STROKE_PARAMS
 
 
 def smooth_seams(canvas, d):
@@ -71,8 +74,6 @@ def paint_divided(models, targets, targets_hi, steps, frames_per, d, sem=None, s
     each stroke; sg mode) per stroke; frames (uint8 [dS, dS, 3]). bg_gate, min_gain: as in
     sgfast.paint.paint (the instance choice restarts per patch: its errors are the patch's).
     """
-    from sgfast.paint import _paint_batch, _resize, _to_u8_image
-
     sg = models.mode == "sg"
     b, size = targets.shape[0], models.size
     kb, kf = models.meta["strokes_bg"], models.meta["strokes_fg"]
@@ -82,15 +83,15 @@ def paint_divided(models, targets, targets_hi, steps, frames_per, d, sem=None, s
     if not sg:
         sem = sem_hi = [None] * b
     if first:
-        c1, fg1, bg1, act1, ch1, fr1 = _paint_batch(models, targets, sem, first, frames_per, bg_gate=bg_gate,
+        c1, fg1, bg1, act1, ch1, fr1 = paint_batch(models, targets, sem, first, frames_per, bg_gate=bg_gate,
                                                     min_gain=min_gain)
     else:
         c1, act1, ch1 = torch.zeros_like(targets), [], []
         fg1, bg1 = torch.zeros_like(targets), torch.zeros_like(targets)
-        fr1 = [[_to_u8_image(torch.zeros(3, size, size))] for _ in range(b)]
-    up = _resize(c1, d * size)
+        fr1 = [[to_u8_hwc(torch.zeros(3, size, size))] for _ in range(b)]
+    up = resize_square(c1, d * size)
     up = (up * 255).round() / 255  # the canvas stays on uint8 levels, as between agent steps
-    layers0 = (to_patches(_resize(fg1, d * size), d), to_patches(_resize(bg1, d * size), d)) if sg else None
+    layers0 = (to_patches(resize_square(fg1, d * size), d), to_patches(resize_square(bg1, d * size), d)) if sg else None
     # Each patch is painted as an image of its own: its crop of the target, of every instance's S
     # and of G (whole-image G: the expert classifies whole objects, a patch is not one). The box is
     # no input of the actor, so it is not cropped.
@@ -100,7 +101,7 @@ def paint_divided(models, targets, targets_hi, steps, frames_per, d, sem=None, s
         for m, _, g in sem_hi:
             mp, gp = to_patches(m[None], d), to_patches(g[None], d)
             sem2 += [(mp[q], None, gp[q]) for q in range(d * d)]
-    c2, fg2, bg2, act2, ch2, fr2 = _paint_batch(models, to_patches(targets_hi, d), sem2, rest, frames_per,
+    c2, fg2, bg2, act2, ch2, fr2 = paint_batch(models, to_patches(targets_hi, d), sem2, rest, frames_per,
                                                 canvas0=to_patches(up, d), t0=first, layers0=layers0, bg_gate=bg_gate,
                                                 min_gain=min_gain)
     canvas = smooth_seams(from_patches(c2, d), d)
@@ -108,7 +109,7 @@ def paint_divided(models, targets, targets_hi, steps, frames_per, d, sem=None, s
     bg = smooth_seams(from_patches(bg2, d), d) if sg else None
     out = []
     for j in range(b):
-        s1 = [a[j].view(k, 13) for a in act1]
+        s1 = [a[j].view(k, STROKE_PARAMS) for a in act1]
         gates = (lambda us: stroke_gates(us, kb, kf, sem[j][0].shape[0], bg_gate)) if sg else None  # noqa: E731
         ids = gates([int(ch1[t][j]) for t in range(first)]) if sg else []
         s2 = []
@@ -116,7 +117,7 @@ def paint_divided(models, targets, targets_hi, steps, frames_per, d, sem=None, s
             for r in range(d):
                 for c in range(d):
                     q = j * d * d + r * d + c
-                    s2.append(to_global(a[q].view(k, 13), d, r, c))
+                    s2.append(to_global(a[q].view(k, STROKE_PARAMS), d, r, c))
                     if sg:
                         ids += gates([int(ch2[t][q])])
         strokes = torch.cat(s1 + s2).double().numpy()
@@ -128,7 +129,7 @@ def paint_divided(models, targets, targets_hi, steps, frames_per, d, sem=None, s
                 tiles = torch.stack([torch.from_numpy(fr2[j * d * d + q][t]).permute(2, 0, 1)
                                      for q in range(d * d)]).float()
                 frames.append(from_patches(tiles, d)[0].permute(1, 2, 0).byte().numpy())
-            frames[-1] = _to_u8_image(canvas[j])
+            frames[-1] = to_u8_hwc(canvas[j])
         out.append({
             "canvas": canvas[j].cpu(), "fg": None if fg is None else fg[j].cpu(),
             "bg": None if bg is None else bg[j].cpu(), "strokes": strokes,

@@ -1,0 +1,21 @@
+"""Image tensors: the one square resize of the painting and data layers, and the conversion of a
+[3, H, W] float tensor in [0, 1] to the uint8 [H, W, 3] array that image files hold."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def resize_square(x: torch.Tensor, size: int) -> torch.Tensor:
+    """[B, C, H, W] float in [0, 1] -> [B, C, size, size]; bilinear, antialiased (an area-like
+    average) along a side that shrinks, so a large photo is not aliased; clamped to [0, 1]."""
+    if x.shape[-2:] == (size, size):
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                         antialias=x.shape[-1] > size or x.shape[-2] > size).clamp(0, 1)
+
+
+def to_u8_hwc(t: torch.Tensor) -> np.ndarray:
+    """[3, H, W] float in [0, 1] -> uint8 [H, W, 3] (rounded, clipped), on the CPU."""
+    return (t.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()

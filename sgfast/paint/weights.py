@@ -1,0 +1,82 @@
+"""The models a painting needs (actor, renderer, Ψ, expert) and the ops backend: the shipped
+defaults and loading, with errors that name the option and the file."""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import torch
+
+from sgfast.paint.result import PaintError
+from sgfast.resources import shipped_weights
+
+DEFAULT_ACTOR = {"sg": shipped_weights("agent_sg_tiny.pt"),
+                 "baseline": shipped_weights("agent_baseline_tiny.pt")}
+DEFAULT_RENDERER = shipped_weights("renderer_tiny.pt")
+DEFAULT_SEGMENTER = shipped_weights("segmenter_tiny.pt")
+DEFAULT_EXPERT = shipped_weights("expert_tiny.pt")
+
+
+@dataclasses.dataclass
+class Models:
+    actor: torch.nn.Module
+    meta: dict
+    renderer: torch.nn.Module
+    segmenter: torch.nn.Module | None
+    expert: torch.nn.Module | None
+    expert_meta: dict
+    ops: object
+    device: torch.device
+    mode: str
+
+    @property
+    def size(self) -> int:
+        return int(self.meta["size"])
+
+
+def load_models(mode="sg", actor=None, renderer=None, segmenter=None, expert=None, device="cpu",
+                ops="fused", need_segmenter=True):
+    """Load the weights (defaults: the shipped tiny ones). Errors name the option and the file."""
+    from sgfast.backend import get_ops
+    from sgfast.agent.export import load_actor
+    from sgfast.models.renderer import load_renderer
+
+    if mode not in ("sg", "baseline"):
+        raise PaintError(f"mode must be 'sg' or 'baseline', got {mode!r}")
+    device = torch.device(device)
+
+    def load(option, fn, path):
+        if not os.path.isfile(path):
+            raise PaintError(f"{option}: weights file not found: {path}")
+        try:
+            return fn(path)
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            raise PaintError(f"{option}: cannot load {path}: {exc}") from None
+
+    actor_path = actor or DEFAULT_ACTOR[mode]
+    net, meta = load("--actor", lambda p: load_actor(p, device), actor_path)
+    if meta.get("mode") != mode:
+        raise PaintError(f"--actor: {actor_path} is a {meta.get('mode')!r} agent but --mode is {mode!r}")
+    rend = load("--renderer", lambda p: load_renderer(p, device), renderer or DEFAULT_RENDERER)
+    if rend.config.size != meta["size"]:
+        raise PaintError(f"--renderer: the renderer paints {rend.config.size}x{rend.config.size} but the "
+                         f"agent's canvas is {meta['size']}x{meta['size']} (weights of another config)")
+    for p in rend.parameters():
+        p.requires_grad_(False)
+    seg = exp = None
+    exp_meta = {}
+    if mode == "sg":
+        from sgfast.models.expert import load_expert
+        from sgfast.models.segmenter import load_segmenter
+
+        # The default Ψ is optional (it may not be shipped): images with given masks need none.
+        if need_segmenter and (segmenter or os.path.isfile(DEFAULT_SEGMENTER)):
+            seg, _ = load("--segmenter", load_segmenter, segmenter or DEFAULT_SEGMENTER)
+            seg.to(device)
+        exp, exp_meta = load("--expert", load_expert, expert or DEFAULT_EXPERT)
+        exp.to(device)
+    try:
+        backend = get_ops(ops, mode)
+    except (RuntimeError, ValueError) as exc:
+        raise PaintError(f"--ops: {exc}") from None
+    return Models(net, meta, rend, seg, exp, exp_meta, backend, device, mode)
