@@ -64,27 +64,9 @@ def paint(images, mode="sg", steps=None, actor=None, renderer=None, segmenter=No
                               ops, batch_size, frames, progress=progress)
     if method != "agent":
         raise PaintError(f"method must be 'agent' or 'optimize', got {method!r}")
-    if not 1 <= divide <= 16:
-        raise PaintError(f"divide must be in [1, 16], got {divide}")
-    if bg_gate not in BG_GATES:
-        raise PaintError(f"bg_gate must be one of {BG_GATES}, got {bg_gate!r}")
-    try:
-        check_min_gain(min_gain)
-    except ValueError as exc:
-        raise PaintError(str(exc)) from None
     images = as_image_list(images)
-    for name, seq in (("masks", masks), ("boxes", boxes), ("instances", instances)):
-        if seq is not None and len(seq) != len(images):
-            raise PaintError(f"{name}: {len(seq)} given for {len(images)} images")
-    if batch_size < 1:
-        raise PaintError(f"batch_size must be >= 1, got {batch_size}")
-    if frames not in ("step", "stroke", "none"):
-        raise PaintError(f"frames must be 'step', 'stroke' or 'none', got {frames!r}")
-    # Ψ is needed for the images with neither a mask nor instance masks (unreadable paths aside).
-    need_seg = mode == "sg" and any(
-        not ((masks is not None and masks[i] is not None) or (instances is not None and instances[i]))
-        and not (isinstance(images[i], (str, os.PathLike)) and not os.path.isfile(images[i]))
-        for i in range(len(images)))
+    check_agent_options(len(images), masks, boxes, instances, batch_size, frames, divide, bg_gate, min_gain)
+    need_seg = mode == "sg" and any(_needs_segmenter(images[i], i, masks, instances) for i in range(len(images)))
     if models is None:
         models = load_models(mode, actor, renderer, segmenter, expert, device, ops, need_segmenter=need_seg)
     elif models.meta.get("mode") != mode:  # e.g. baseline models painted with the default mode="sg"
@@ -103,65 +85,109 @@ def paint(images, mode="sg", steps=None, actor=None, renderer=None, segmenter=No
     if progress and loaded:
         from tqdm import tqdm
         bar = tqdm(total=len(loaded), desc=f"paint ({mode})", unit="img", dynamic_ncols=True)
-    k = models.meta["strokes_bg"] + models.meta["strokes_fg"]
     for s in range(0, len(loaded), batch_size):
         chunk = loaded[s:s + batch_size]
-        ok_chunk, sem, sem_hi = [], [], []
-        for (i, name, img) in chunk:
-            try:
-                if mode == "sg":  # S, box, G at the canvas size (and at D x it for --divide)
-                    maps = semantic_maps(models, [img], None if masks is None else [masks[i]],
-                                      None if boxes is None else [boxes[i]],
-                                      None if instances is None else [instances[i]],
-                                      (models.size, divide * models.size) if divide > 1 else (models.size,))[0]
-                    sem.append(maps[0])
-                    sem_hi.append(maps[-1])
-                else:
-                    sem.append(None)
-                    sem_hi.append(None)
-                ok_chunk.append((i, name, img))
-            except (OSError, ValueError) as exc:
-                results[i] = PaintResult(name=name, error=f"mask/box: {exc}", mode=mode)
-        if not ok_chunk:
-            continue
-        targets = torch.cat([resize_square(torch.from_numpy(img).permute(2, 0, 1)[None], models.size)
-                             for _, _, img in ok_chunk])
-        if divide > 1:  # grid refinement (sgfast/paint/divide_painter.py)
-            hi = torch.cat([resize_square(torch.from_numpy(img).permute(2, 0, 1)[None], divide * models.size)
-                            for _, _, img in ok_chunk])
-            painted = paint_divided(models, targets, hi, steps, frames, divide, sem, sem_hi, bg_gate, min_gain)
-            for j, (i, name, _) in enumerate(ok_chunk):
-                p = painted[j]
-                n = len(p["strokes"])
-                m, bx, g = sem_hi[j] if mode == "sg" else (None, None, None)
-                results[i] = PaintResult(
-                    name=name, target=hi[j], canvas=p["canvas"], fg_layer=p["fg"], bg_layer=p["bg"], masks=m,
-                    boxes=bx, gbp=g, strokes=p["strokes"],
-                    layers=p["layers"] if mode == "sg" else ["all"] * n,
-                    mask_ids=p["mask_ids"] if mode == "sg" else [None] * n, steps=p["steps"],
-                    frames=p["frames"] if frames != "none" else [], mode=mode)
-            if bar:
-                bar.update(len(chunk))
-            continue
-        canvas, fg, bgl, actions, chosen, fr = paint_batch(models, targets, sem, steps, frames, bg_gate=bg_gate,
-                                                           min_gain=min_gain)
-        for j, (i, name, _) in enumerate(ok_chunk):
-            strokes = torch.stack([a[j] for a in actions]).view(steps * k, STROKE_PARAMS).double().numpy()
-            if mode == "sg":
-                layers = (["bg"] * models.meta["strokes_bg"] + ["fg"] * models.meta["strokes_fg"]) * steps
-                m, bx, g = sem[j]
-                mask_ids = stroke_gates([int(chosen[t][j]) for t in range(steps)], models.meta["strokes_bg"],
-                                        models.meta["strokes_fg"], m.shape[0], bg_gate)
+        ok_chunk, sem, sem_hi = _batch_semantics(models, chunk, masks, boxes, instances, divide, results)
+        if ok_chunk:
+            targets = _targets(ok_chunk, models.size)
+            if divide > 1:  # grid refinement (divide_painter.py)
+                hi = _targets(ok_chunk, divide * models.size)
+                painted = paint_divided(models, targets, hi, steps, frames, divide, sem, sem_hi, bg_gate, min_gain)
+                for j, (i, name, _) in enumerate(ok_chunk):
+                    results[i] = _divided_result(models, name, hi[j], painted[j], sem_hi[j], frames)
             else:
-                layers, mask_ids = ["all"] * (steps * k), [None] * (steps * k)
-                m = bx = g = None
-            results[i] = PaintResult(
-                name=name, target=targets[j], canvas=canvas[j], fg_layer=fg[j] if mode == "sg" else None,
-                bg_layer=bgl[j] if mode == "sg" else None, masks=m, boxes=bx, gbp=g, strokes=strokes,
-                layers=layers, mask_ids=mask_ids, steps=[t for t in range(steps) for _ in range(k)],
-                frames=fr[j] if frames != "none" else [], mode=mode)
+                painted = paint_batch(models, targets, sem, steps, frames, bg_gate=bg_gate, min_gain=min_gain)
+                for j, (i, name, _) in enumerate(ok_chunk):
+                    results[i] = _agent_result(models, name, targets[j], painted, j, sem[j], steps, frames, bg_gate)
         if bar:
             bar.update(len(chunk))
     if bar:
         bar.close()
     return results
+
+
+def check_agent_options(n_images, masks, boxes, instances, batch_size, frames, divide, bg_gate, min_gain):
+    """The agent's options, checked before any model is loaded (PaintError naming the option)."""
+    if not 1 <= divide <= 16:
+        raise PaintError(f"divide must be in [1, 16], got {divide}")
+    if bg_gate not in BG_GATES:
+        raise PaintError(f"bg_gate must be one of {BG_GATES}, got {bg_gate!r}")
+    try:
+        check_min_gain(min_gain)
+    except ValueError as exc:
+        raise PaintError(str(exc)) from None
+    for name, seq in (("masks", masks), ("boxes", boxes), ("instances", instances)):
+        if seq is not None and len(seq) != n_images:
+            raise PaintError(f"{name}: {len(seq)} given for {n_images} images")
+    if batch_size < 1:
+        raise PaintError(f"batch_size must be >= 1, got {batch_size}")
+    if frames not in ("step", "stroke", "none"):
+        raise PaintError(f"frames must be 'step', 'stroke' or 'none', got {frames!r}")
+
+
+def _needs_segmenter(image, i, masks, instances):
+    """Ψ is needed for an image with neither a mask nor instance masks (unreadable paths aside)."""
+    given = (masks is not None and masks[i] is not None) or (instances is not None and instances[i])
+    unreadable = isinstance(image, (str, os.PathLike)) and not os.path.isfile(image)
+    return not given and not unreadable
+
+
+def _targets(chunk, size):
+    """The batch's images [B, 3, size, size]."""
+    return torch.cat([resize_square(torch.from_numpy(img).permute(2, 0, 1)[None], size) for _, _, img in chunk])
+
+
+def _batch_semantics(models, chunk, masks, boxes, instances, divide, results):
+    """S, box, G of each image at the canvas size (sem) and at D x it (sem_hi; the same without
+    --divide); None per image in baseline mode. An image whose mask or box cannot be read gets an
+    error result and is left out: returns (the images kept, sem, sem_hi)."""
+    ok_chunk, sem, sem_hi = [], [], []
+    sizes = (models.size, divide * models.size) if divide > 1 else (models.size,)
+    for (i, name, img) in chunk:
+        try:
+            if models.mode == "sg":
+                maps = semantic_maps(models, [img], None if masks is None else [masks[i]],
+                                     None if boxes is None else [boxes[i]],
+                                     None if instances is None else [instances[i]], sizes)[0]
+                sem.append(maps[0])
+                sem_hi.append(maps[-1])
+            else:
+                sem.append(None)
+                sem_hi.append(None)
+            ok_chunk.append((i, name, img))
+        except (OSError, ValueError) as exc:
+            results[i] = PaintResult(name=name, error=f"mask/box: {exc}", mode=models.mode)
+    return ok_chunk, sem, sem_hi
+
+
+def _agent_result(models, name, target, painted, j, sem, steps, frames, bg_gate):
+    """Image j of a paint_batch output as a PaintResult."""
+    canvas, fg, bgl, actions, chosen, fr = painted
+    sg = models.mode == "sg"
+    kb, kf = models.meta["strokes_bg"], models.meta["strokes_fg"]
+    k = kb + kf
+    strokes = torch.stack([a[j] for a in actions]).view(steps * k, STROKE_PARAMS).double().numpy()
+    if sg:
+        layers = (["bg"] * kb + ["fg"] * kf) * steps
+        m, bx, g = sem
+        mask_ids = stroke_gates([int(chosen[t][j]) for t in range(steps)], kb, kf, m.shape[0], bg_gate)
+    else:
+        layers, mask_ids = ["all"] * (steps * k), [None] * (steps * k)
+        m = bx = g = None
+    return PaintResult(
+        name=name, target=target, canvas=canvas[j], fg_layer=fg[j] if sg else None,
+        bg_layer=bgl[j] if sg else None, masks=m, boxes=bx, gbp=g, strokes=strokes,
+        layers=layers, mask_ids=mask_ids, steps=[t for t in range(steps) for _ in range(k)],
+        frames=fr[j] if frames != "none" else [], mode=models.mode)
+
+
+def _divided_result(models, name, target_hi, p, sem_hi, frames):
+    """One image of a paint_divided output as a PaintResult (at D x the canvas)."""
+    sg = models.mode == "sg"
+    n = len(p["strokes"])
+    m, bx, g = sem_hi if sg else (None, None, None)
+    return PaintResult(
+        name=name, target=target_hi, canvas=p["canvas"], fg_layer=p["fg"], bg_layer=p["bg"], masks=m,
+        boxes=bx, gbp=g, strokes=p["strokes"], layers=p["layers"] if sg else ["all"] * n,
+        mask_ids=p["mask_ids"] if sg else [None] * n, steps=p["steps"],
+        frames=p["frames"] if frames != "none" else [], mode=models.mode)
