@@ -1,7 +1,7 @@
 """composite: eager reference vs torch.compile(eager reference) vs sgfast, in one pytest-benchmark run.
 
     python -m pytest -q benchmarks/bench_composite.py --benchmark-columns=min,median,rounds \
-        --benchmark-json=/tmp/bench_composite.json
+        --benchmark-json=out/bench_composite.json
 
 Shapes: the paper's (B = 96, 128 x 128, K = 5: 2 background + 3 foreground strokes with a soft
 mask) and B = 96, 256 x 256. Modes: forward (no autograd) and forward + backward (gradients of

@@ -2,8 +2,8 @@
 in one pytest-benchmark run.
 
     python -m pytest -q benchmarks/bench_crop.py --benchmark-columns=min,median,rounds \
-        --benchmark-json=/tmp/bench_crop.json
-    python benchmarks/bench_crop.py /tmp/bench_crop.json     (prints the ratios to eager / compile)
+        --benchmark-json=out/bench_crop.json
+    python benchmarks/bench_crop.py out/bench_crop.json     (prints the ratios to eager / compile)
 
 Shapes: the paper's (B = 96, 128 x 128 images, 128 x 128 crop) and B = 96, 256 x 256 (crop 128).
 aligned_crop crops three stacked images (target, canvas before, canvas after: C = 9) times the

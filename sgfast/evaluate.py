@@ -1,4 +1,4 @@
-"""Comparing painting agents on a test split (`sgfast evaluate`, issue 6 item 7).
+"""Comparing painting agents on a test split (`sgfast evaluate`).
 
 The split: `split=None` (the default) is the test split, or all the images when the data set has
 none in its test split (the bundled samples are all train images), said in one line to `log`.

@@ -2,7 +2,7 @@
 written with cv2 exactly as the baseline evaluates it (float64 Python arithmetic, truncating int(),
 cv2.circle filled discs that later ones overwrite, cv2.resize down by 2).
 
-Facts from shared/reference/learning_to_paint.md section 1; this is our own transcription.
+Facts of the Learning to Paint reference code (its label generator); this is our own transcription.
 """
 import cv2
 import numpy as np

@@ -97,7 +97,7 @@ def test_picker_leaves_out_instances_whose_painting_stopped_paying():
 class ScriptedActor(torch.nn.Module):
     """Paints the chosen instance (the mask channel of the actor input) in its mean target colour:
     background strokes invisible (opacity 0), the foreground strokes three horizontal bands covering
-    the instance's box. Strokes in the exact rasterizer's geometry (sgfast DESIGN.md)."""
+    the instance's box. Strokes in the exact rasterizer's geometry (docs/ops/rasterize.md)."""
 
     def __init__(self, k_bg, k_fg):
         super().__init__()

@@ -1,4 +1,4 @@
-"""Bad and unusual input to `sgfast paint` and `sgfast.paint.paint` (issue 6 item 8): 16-bit, grey and
+"""Bad and unusual input to `sgfast paint` and `sgfast.paint.paint`: 16-bit, grey and
 RGBA files paint exactly like the same picture stored as 8-bit RGB; tiny images (1x1, 3x5) are
 painted against their upsampled selves; a huge image is read reduced (never held at full size as
 float) and painted; unreadable ones are reported while the rest of the batch is painted and nothing

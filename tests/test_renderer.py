@@ -23,7 +23,7 @@ def test_output_shape_and_range(name):
 
 
 def test_paper_config_is_the_baseline_fcn():
-    # The baseline's FCN has 11,040,812 parameters (shared/reference/learning_to_paint.md, sec. 2).
+    # The baseline's FCN has 11,040,812 parameters (the Learning to Paint reference code).
     model = Renderer("paper")
     assert sum(p.numel() for p in model.parameters()) == 11_040_812
     assert [tuple(fc.weight.shape) for fc in model.fc] == [(512, 10), (1024, 512), (2048, 1024), (4096, 2048)]

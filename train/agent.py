@@ -1,7 +1,7 @@
 """`sgfast train-agent`: train the painting agent (model-based DDPG), semantic guidance or baseline.
 
     sgfast train-agent --config smoke                                        (seconds: a check)
-    sgfast train-agent --config tiny --mode sg --data out/birds/prepared --out /work/runs/sg
+    sgfast train-agent --config tiny --mode sg --data out/birds/prepared --out runs/sg
     torchrun --nproc_per_node 4 -m sgfast train-agent --config paper ...   (one rank per GPU)
 
 One loop iteration (train/loop.py) is an episode of env-batch paintings followed by its updates.

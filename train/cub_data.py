@@ -1,5 +1,6 @@
-"""The data of `sgfast train-segmenter` and `sgfast train-expert` (and `sgfast prepare`'s reader): a
-dataset in the CUB-200-2011 layout (real CUB or `sgfast make-dataset birds`).
+"""The data of `sgfast train-segmenter` and `sgfast train-expert`: a dataset in the CUB-200-2011
+layout (real CUB or `sgfast make-dataset birds`), read by sgfast.data.cub_split (also the reader of
+`sgfast prepare`).
 
 A split is decoded once into uint8 tensors held in memory (a few hundred MB at most for the sizes
 these small models use), so an epoch costs no image decoding; flips are applied to the tensors.

@@ -72,7 +72,7 @@ class Expert(nn.Module):
 
 
 def _theta(boxes):
-    """affine_grid parameters mapping the output square onto the (x, y, w, h) box (DESIGN.md)."""
+    """affine_grid parameters mapping the output square onto the (x, y, w, h) box (docs/ops/aligned_crop.md)."""
     x, y, w, h = boxes.unbind(1)
     zero = torch.zeros_like(x)
     return torch.stack([torch.stack([w, zero, 2 * x + w - 1], 1),

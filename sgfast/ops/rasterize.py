@@ -1,6 +1,6 @@
 """`rasterize_strokes`: quadratic Bezier brush strokes -> alpha maps (forward only).
 
-Contract: docs/ops/rasterize.md (and DESIGN.md, "The fused ops", item 1).
+Contract: docs/ops/rasterize.md.
 """
 import torch
 
