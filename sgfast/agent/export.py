@@ -6,6 +6,7 @@ import os
 from sgfast.agent.env import actor_channels
 from sgfast.agent.networks import Actor
 from sgfast.io import load_weights, save_weights_fp16
+from sgfast.models.checked_build import build_checked
 
 WEIGHTS_KIND = "sgfast.agent"
 
@@ -26,7 +27,6 @@ def load_actor(path, device="cpu"):
     state, meta = load_weights(path)
     if meta.get("kind") != WEIGHTS_KIND:
         raise RuntimeError(f"sgfast: {path} is not an agent weights file (kind {meta.get('kind')!r})")
-    actor = Actor(actor_channels(meta["mode"]), meta["strokes_bg"] + meta["strokes_fg"], meta["width"],
-                  tuple(meta["blocks"]))
-    actor.load_state_dict(state)
+    actor = build_checked(lambda: Actor(actor_channels(meta["mode"]), meta["strokes_bg"] + meta["strokes_fg"],
+                                        meta["width"], tuple(meta["blocks"])), state, path, "agent")
     return actor.to(device).eval(), meta

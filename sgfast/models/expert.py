@@ -119,7 +119,8 @@ def expert_input(images, masks, boxes, crop):
 
 def load_expert(path, map_location="cpu"):
     """Build the expert from an fp16 weights file or a training checkpoint."""
-    from sgfast.io import load_checkpoint, load_weights
+    from sgfast.io import check_finite, load_checkpoint, load_weights
+    from sgfast.models.checked_build import build_checked
     ckpt = load_checkpoint(path, map_location)
     if isinstance(ckpt, dict) and "model" in ckpt and "config" in ckpt:
         sd, meta = ckpt["model"], {"config": ckpt["config"], "kind": ckpt.get("kind")}
@@ -127,7 +128,8 @@ def load_expert(path, map_location="cpu"):
         sd, meta = load_weights(path, map_location)
     if meta.get("kind") != "expert":
         raise ValueError(f"{path} is not an expert weights file (kind={meta.get('kind')!r})")
-    model = Expert(ExpertConfig.from_dict(meta.get("config", {})))
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
+    sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
+    check_finite(sd, path)
+    model = build_checked(lambda: Expert(ExpertConfig.from_dict(meta.get("config", {}))), sd, path, "expert")
     model.eval()
     return model, meta

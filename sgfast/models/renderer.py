@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from sgfast.io import load_weights, save_weights_fp16
+from sgfast.models.checked_build import build_checked
 
 WEIGHTS_KIND = "sgfast.renderer"
 
@@ -143,10 +144,6 @@ def load_renderer(path, device="cpu") -> Renderer:
         cfg = RendererConfig(**meta["config"])
     except (TypeError, ValueError) as exc:
         raise RuntimeError(f"sgfast: {path} holds an invalid renderer config: {exc}") from exc
-    model = Renderer(cfg)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise RuntimeError(f"sgfast: {path}: weights do not match the stored config: {exc}") from exc
+    model = build_checked(lambda: Renderer(cfg), state, path, "renderer")
     model.meta = meta
     return model.to(device).eval()

@@ -377,7 +377,8 @@ def predict(model, images, out_size=None):
 
 def load_segmenter(path, map_location="cpu"):
     """Build Ψ from an fp16 weights file (sgfast.io.save_weights_fp16) or a training checkpoint."""
-    from sgfast.io import load_checkpoint, load_weights
+    from sgfast.io import check_finite, load_checkpoint, load_weights
+    from sgfast.models.checked_build import build_checked
     ckpt = load_checkpoint(path, map_location)
     if isinstance(ckpt, dict) and "model" in ckpt and "config" in ckpt:  # a training checkpoint
         sd, meta = ckpt["model"], {"config": ckpt["config"], "kind": ckpt.get("kind")}
@@ -386,8 +387,10 @@ def load_segmenter(path, map_location="cpu"):
     if meta.get("kind") != "segmenter":
         raise ValueError(f"{path} is not a segmenter weights file (kind={meta.get('kind')!r})")
     try:
-        model = Segmenter(SegmenterConfig.from_dict(meta.get("config", {})))
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
+        sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
+        check_finite(sd, path)
+        model = build_checked(lambda: Segmenter(SegmenterConfig.from_dict(meta.get("config", {}))), sd, path,
+                              "segmenter")
     except (ValueError, TypeError, RuntimeError) as exc:
         raise ValueError(f"{path}: the segmenter weights do not match their config "
                          f"{meta.get('config')}: {exc}") from exc

@@ -239,13 +239,16 @@ def write_result(result, folder, size=None, supersample=4, frame_size=256, video
     """Write one PaintResult into `folder` atomically (temp folder + rename): painting, target, layers,
     masks, strokes JSON/SVG, the exact re-render at `size` (if given), progress GIF/MP4 (frames
     scaled to frame_size, nearest). Returns the file list."""
-    from sgfast.io import make_temp_dir
+    from sgfast.io import make_temp_dir, remove_stale_temps
     from sgfast.paint.rerender import result_exact
 
     parent = os.path.dirname(os.path.abspath(folder))
     os.makedirs(parent, exist_ok=True)
-    # 0777 less the umask, as a normally created folder (tempfile.mkdtemp's would stay 0700)
-    tmp = make_temp_dir(parent, prefix="." + os.path.basename(folder) + ".", suffix=".tmp")
+    # 0777 less the umask, as a normally created folder (tempfile.mkdtemp's would stay 0700); the
+    # partial folder of a killed earlier run is removed first
+    prefix = "." + os.path.basename(folder) + "."
+    remove_stale_temps(parent, prefix, ".tmp")
+    tmp = make_temp_dir(parent, prefix=prefix, suffix=".tmp")
     try:
         def put(name, data):
             with open(os.path.join(tmp, name), "wb") as f:

@@ -1,0 +1,152 @@
+"""Fault injection on the file layer (docs/reliability.md): corrupted and hostile weights, an edited
+meta that would build a huge network, a full disk during a checkpoint, the temporaries a killed
+writer leaves, byte-identical checkpoints."""
+import errno
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from sgfast.io import (WeightsFileError, load_checkpoint, load_weights, remove_stale_temps, save_checkpoint,
+                       save_weights_fp16)
+from sgfast.resources import shipped_weights
+
+
+def _dead_pid():
+    """The pid of a process that has exited."""
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_checkpoints_are_byte_identical_for_the_same_state(tmp_path):
+    state = {"x": torch.arange(10.0), "step": 3, "nested": {"y": torch.ones(2, 2)}}
+    save_checkpoint(tmp_path / "a.pt", state)
+    save_checkpoint(tmp_path / "b.pt", state)
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+    assert torch.equal(load_checkpoint(tmp_path / "a.pt")["x"], state["x"])
+
+
+def test_flipped_byte_in_tensor_data_is_refused_naming_the_file(tmp_path):
+    path = tmp_path / "w.pt"
+    save_weights_fp16(path, {"w": torch.randn(4096)}, {"kind": "test"})
+    data = bytearray(path.read_bytes())
+    start = data.find(b"data/0") + 64  # inside the stored tensor's bytes
+    data[start + 100] ^= 0x5A
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(WeightsFileError, match="bad.pt.*corrupt"):
+        load_weights(bad)
+
+
+def test_non_finite_weights_are_refused(tmp_path):
+    path = tmp_path / "nan.pt"
+    save_weights_fp16(path, {"layer.weight": torch.tensor([1.0, float("nan")])}, {"kind": "test"})
+    with pytest.raises(WeightsFileError, match="nan.pt.*non-finite.*layer.weight"):
+        load_weights(path)
+
+
+def test_hostile_pickle_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": {}, "meta": Evil()}, path)
+    with pytest.raises(WeightsFileError):
+        load_weights(path)
+    assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("name,key,value", [
+    ("agent_sg_tiny.pt", "width", 5000),
+    ("renderer_tiny.pt", "config", None),
+])
+def test_edited_meta_is_refused_before_building(tmp_path, name, key, value):
+    from sgfast.agent.export import load_actor
+    from sgfast.models.renderer import load_renderer
+
+    sd, meta = load_weights(shipped_weights(name))
+    if key == "config":
+        meta["config"] = {**meta["config"], "hidden": [100000, 100000, 100000]}
+    else:
+        meta[key] = value
+    path = tmp_path / name
+    save_weights_fp16(path, sd, meta)
+    load = load_actor if name.startswith("agent") else load_renderer
+    start = time.perf_counter()
+    with pytest.raises(WeightsFileError, match="do not match its meta"):
+        load(path)
+    # Building the edited network would allocate GBs and take many seconds; the check takes none.
+    assert time.perf_counter() - start < 5
+
+
+def test_full_disk_during_a_checkpoint_says_so_and_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"v": torch.zeros(3)})
+    before = path.read_bytes()
+    real_open = open
+
+    class FullFile:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    def full_open(file, mode="r", *args, **kwargs):
+        f = real_open(file, mode, *args, **kwargs)
+        return FullFile(f) if "w" in mode and ".tmp" in os.fspath(file) else f
+
+    monkeypatch.setattr("builtins.open", full_open)
+    with pytest.raises(OSError) as exc:
+        save_checkpoint(path, {"v": torch.ones(1000)})
+    monkeypatch.undo()
+    assert exc.value.errno == errno.ENOSPC
+    assert "no space left on device" in str(exc.value) and "checkpoint.pt" in str(exc.value)
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint.pt"]  # no temporary left
+
+
+def test_stale_temporaries_of_a_dead_writer_are_removed(tmp_path):
+    dead, alive = _dead_pid(), os.getpid()
+    stale_file = tmp_path / f".checkpoint.pt.{dead}-0badc0de.tmp"
+    stale_dir = tmp_path / f".bird.{dead}-0badc0de.tmp"
+    live_file = tmp_path / f".checkpoint.pt.{alive}-12345678.tmp"
+    other = tmp_path / f".other.pt.{dead}-0badc0de.tmp"
+    stale_file.write_bytes(b"x")
+    stale_dir.mkdir()
+    (stale_dir / "painting.png").write_bytes(b"x")
+    live_file.write_bytes(b"x")
+    other.write_bytes(b"x")
+    save_checkpoint(tmp_path / "checkpoint.pt", {"a": 1})  # writing a target cleans its own stale temps
+    assert not stale_file.exists() and live_file.exists() and other.exists()
+    remove_stale_temps(str(tmp_path), ".bird.")
+    assert not stale_dir.exists()
+
+
+def test_killed_paint_leaves_no_partial_folder_after_the_next_run(tmp_path):
+    from sgfast.paint import paint
+    from sgfast.paint.export import write_result
+    from sgfast.resources import bundled_asset
+
+    image = sorted(os.path.join(d, f) for d, _, fs in os.walk(bundled_asset("samples", "birds", "images"))
+                   for f in fs)[0]
+    result = paint([image], mode="baseline", frames="none")[0]
+    partial = tmp_path / f".bird.{_dead_pid()}-0badc0de.tmp"
+    partial.mkdir()
+    (partial / "painting.png").write_bytes(b"half")
+    write_result(result, str(tmp_path / "bird"), video=False)
+    assert sorted(os.listdir(tmp_path)) == ["bird"]
