@@ -63,3 +63,80 @@ def crop_size(size):
     if min(pair) < 1:
         raise ValueError(f"sgfast: argument 'size': expected a crop size >= 1, got {size!r}")
     return int(pair[0]), int(pair[1])
+
+
+# --- render_strokes ---------------------------------------------------------------------------------
+
+RENDER_STROKE_PARAMS = 13  # the 10 shape numbers of rasterize_strokes, then RGB
+
+
+def _render_error(kind, name, message):
+    return kind(f"sgfast.render_strokes: argument '{name}': {message}")
+
+
+def _render_tensor(name, t, dim, shape):
+    if not isinstance(t, torch.Tensor):
+        raise _render_error(TypeError, name, f"expected a tensor {shape}, got {type(t).__name__}")
+    if t.dim() != dim:
+        raise _render_error(ValueError, name, f"expected a {dim}-d tensor {shape}, got shape {tuple(t.shape)}")
+
+
+def check_render_args(canvas, strokes, mask, layer, softness):
+    """Checks render_strokes' arguments (shared by sgfast.ops and sgfast.reference); every error names the
+    argument. Returns (layer as a bool tensor on the canvas' device or None, softness as a float).
+    Stroke values are checked by check_render_values (one device sync on CUDA)."""
+    _render_tensor("canvas", canvas, 4, "[B, 3, H, W]")
+    if canvas.dtype not in (torch.float32, torch.float64):
+        raise _render_error(TypeError, "canvas", f"expected float32 or float64, got {canvas.dtype}")
+    b, c, h, w = canvas.shape
+    if c != 3:
+        raise _render_error(ValueError, "canvas", f"expected 3 channels [B, 3, H, W], got shape {tuple(canvas.shape)}")
+    _render_tensor("strokes", strokes, 3, "[B, N, 13]")
+    if strokes.shape[0] != b or strokes.shape[2] != RENDER_STROKE_PARAMS:
+        raise _render_error(ValueError, "strokes", f"expected [B, N, 13] = [{b}, N, 13] (10 shape numbers, then "
+                            f"RGB), got {tuple(strokes.shape)}")
+    n = strokes.shape[1]
+    named = [("strokes", strokes)]
+    if mask is not None:
+        _render_tensor("mask", mask, 4, "[B, 1, H, W]")
+        if tuple(mask.shape) != (b, 1, h, w):
+            raise _render_error(ValueError, "mask", f"expected [B, 1, H, W] = [{b}, 1, {h}, {w}], got "
+                                f"{tuple(mask.shape)}")
+        if mask.requires_grad and torch.is_grad_enabled():
+            raise _render_error(ValueError, "mask", "the mask is not differentiable; pass mask.detach()")
+        named.append(("mask", mask))
+    for name, t in named:
+        if t.dtype != canvas.dtype:
+            raise _render_error(TypeError, name, f"expected dtype {canvas.dtype} (the canvas dtype), got {t.dtype}")
+        if t.device != canvas.device:
+            raise _render_error(ValueError, name, f"expected device {canvas.device} (the canvas device), got "
+                                f"{t.device}")
+    if layer is not None:
+        if not isinstance(layer, torch.Tensor):
+            layer = torch.tensor(list(layer), dtype=torch.bool, device=canvas.device)
+        if layer.dtype != torch.bool:
+            raise _render_error(TypeError, "layer", f"expected dtype torch.bool (True = foreground stroke), got "
+                                f"{layer.dtype}")
+        if tuple(layer.shape) != (n,):
+            raise _render_error(ValueError, "layer", f"expected shape [N] = [{n}], got {tuple(layer.shape)}")
+        if layer.device != canvas.device:
+            raise _render_error(ValueError, "layer", f"expected device {canvas.device} (the canvas device), got "
+                                f"{layer.device}")
+    if isinstance(softness, bool) or not isinstance(softness, numbers.Real):
+        raise _render_error(TypeError, "softness", f"expected a number of pixels > 0, got {softness!r}")
+    softness = float(softness)
+    if not (softness > 0 and softness < float("inf")):
+        raise _render_error(ValueError, "softness", f"expected a finite number of pixels > 0, got {softness}")
+    return layer, softness
+
+
+def check_render_values(strokes):
+    """Refuses NaN/inf and stroke numbers outside [0, 1] (not clamped, as rasterize_strokes). One sync on CUDA."""
+    if strokes.numel() == 0:
+        return
+    if not bool(torch.isfinite(strokes).all()):
+        raise _render_error(ValueError, "strokes", "contains NaN or inf")
+    if not bool(((strokes >= 0) & (strokes <= 1)).all()):
+        lo, hi = float(strokes.min()), float(strokes.max())
+        raise _render_error(ValueError, "strokes", f"values must lie in [0, 1] (they are not clamped), got min {lo}, "
+                            f"max {hi}")
