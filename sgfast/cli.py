@@ -3,7 +3,12 @@ import argparse
 import importlib
 import sys
 
+from sgfast.cli_errors import reports_errors
+
 # name -> (module, one-line help). A module defines configure(parser) and run(args) -> int.
+# A user's mistake is one line "sgfast <command>: error: <message>" on stderr and exit status 2
+# (sgfast/cli_errors.py): argparse reports its own that way (after a usage line), and main() turns a UsageError (or any
+# SystemExit carrying a message) raised below run(args) into that line, so no command can forget.
 COMMANDS = {
     "demo": ("sgfast.commands.demo", "the README's first command: paint the bundled samples with the shipped agents"),
     "rasterize": ("sgfast.commands.rasterize", "render stroke parameters (.npy/.json) to PNG images"),
@@ -49,8 +54,9 @@ def main(argv=None):
     p = sub.add_parser(chosen, help=COMMANDS[chosen][1], description=COMMANDS[chosen][1])
     module.configure(p)
     args = parser.parse_args(argv)
+    run = reports_errors(chosen)(module.run)  # a no-op around a run that is already decorated
     try:
-        return int(module.run(args) or 0)
+        return int(run(args) or 0)
     except KeyboardInterrupt:
         print("sgfast: interrupted", file=sys.stderr)
         return 130

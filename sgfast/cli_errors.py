@@ -19,6 +19,8 @@ a traceback always means a bug.
 
 UsageError is a SystemExit (carrying its message), so code that raises it needs no wrapper to stop
 without a traceback; the wrapper adds the "sgfast <command>: error:" prefix and the status 2.
+sgfast.cli.main also wraps every command's run this way, so a command that forgets the decorator
+still follows the convention (the decorator keeps run(args) right when called directly).
 """
 from __future__ import annotations
 
