@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from cli_usage import usage_error
 from sgfast import cli
 from sgfast.ops import HAS_EXT
 
@@ -51,5 +52,5 @@ def test_demo_without_scenes(tmp_path):
 
 
 def test_demo_with_a_folder_that_is_not_a_scenes_data_set(tmp_path, capsys):
-    assert cli.main(["demo", "--out", str(tmp_path / "demo"), "--scenes", str(tmp_path / "nope")]) == 2
-    assert "--scenes" in capsys.readouterr().err and not (tmp_path / "demo").exists()
+    usage_error(capsys, ["demo", "--out", tmp_path / "demo", "--scenes", tmp_path / "nope"], "--scenes")
+    assert not (tmp_path / "demo").exists()

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from cli_usage import usage_error
 from sgfast import cli
 from sgfast.ops import HAS_EXT
 
@@ -107,7 +108,5 @@ def test_cli_table_equals_paint_api(birds, tmp_path):
 
 
 def test_cli_bad_inputs(birds, tmp_path, capsys):
-    rc = cli.main(["evaluate", str(tmp_path / "nope"), "--actor", SG, "--out", str(tmp_path / "o")])
-    assert rc == 2 and "DATASET" in capsys.readouterr().err
-    rc = cli.main(["evaluate", birds, "--actor", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "o")])
-    assert rc == 2 and "not found" in capsys.readouterr().err
+    usage_error(capsys, ["evaluate", tmp_path / "nope", "--actor", SG, "--out", tmp_path / "o"], "DATASET")
+    usage_error(capsys, ["evaluate", birds, "--actor", tmp_path / "missing.pt", "--out", tmp_path / "o"], "not found")

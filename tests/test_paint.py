@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from cli_usage import usage_error
 from sgfast import cli
 from sgfast.ops import HAS_EXT
 
@@ -140,29 +141,22 @@ def test_corrupt_image_among_good_ones(tmp_path, capsys):
 
 
 def test_missing_weights_message(tmp_path, capsys):
-    rc = cli.main(["paint", IMAGES[0], "--mask", MASKS[0], "--out", str(tmp_path), "--actor",
-                   str(tmp_path / "nope.pt"), "--no-progress"])
-    assert rc == 2
-    assert "--actor" in capsys.readouterr().err
+    usage_error(capsys, ["paint", IMAGES[0], "--mask", MASKS[0], "--out", tmp_path, "--actor",
+                         tmp_path / "nope.pt", "--no-progress"], "--actor")
 
 
 def test_wrong_kind_of_weights(tmp_path, capsys):
-    rc = cli.main(["paint", IMAGES[0], "--mask", MASKS[0], "--out", str(tmp_path), "--actor",
-                   os.path.join(ROOT, "sgfast", "weights", "agent_baseline_tiny.pt"), "--no-progress"])
-    assert rc == 2
-    assert "baseline" in capsys.readouterr().err
+    usage_error(capsys, ["paint", IMAGES[0], "--mask", MASKS[0], "--out", tmp_path, "--actor",
+                         os.path.join(ROOT, "sgfast", "weights", "agent_baseline_tiny.pt"), "--no-progress"], "baseline")
 
 
 def test_unwritable_output_folder(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    rc = cli.main(["paint", IMAGES[0], "--mask", MASKS[0], "--out", str(blocker / "sub"), "--no-progress"])
-    assert rc == 2
-    assert "--out" in capsys.readouterr().err
+    usage_error(capsys, ["paint", IMAGES[0], "--mask", MASKS[0], "--out", blocker / "sub", "--no-progress"], "--out")
 
 
 def test_render_bad_file(tmp_path, capsys):
     bad = tmp_path / "s.json"
     bad.write_text("{\"strokes\": []}")
-    assert cli.main(["render", str(bad), "--out", str(tmp_path / "x.png")]) == 2
-    assert "not an sgfast stroke file" in capsys.readouterr().err
+    usage_error(capsys, ["render", bad, "--out", tmp_path / "x.png"], "not an sgfast stroke file")

@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cli_usage import usage_error
 from sgfast.cli import main
 from sgfast.data.prepared import MAGIC, PreparedDataset, read_header
 from sgfast.io import save_weights_fp16
@@ -113,20 +114,17 @@ def test_ground_truth_mode_and_batch_access(setup, tmp_path):
     assert batch["gbp"].shape == (3, 1, SIZE, SIZE)
 
 
-def test_bad_files_and_weights_give_clear_errors(setup, tmp_path):
+def test_bad_files_and_weights_give_clear_errors(setup, tmp_path, capsys):
     root, data, seg_w, exp_w = setup
-    with pytest.raises(SystemExit, match="weights file not found"):
-        main(["prepare", data, "--segmenter", str(tmp_path / "none.pt"), "--expert", exp_w,
-              "--out", str(tmp_path / "x")])
-    with pytest.raises(SystemExit, match="--segmenter W is required"):
-        main(["prepare", data, "--expert", exp_w, "--out", str(tmp_path / "x")])
-    with pytest.raises(SystemExit, match="not a segmenter"):
-        main(["prepare", data, "--segmenter", exp_w, "--expert", exp_w, "--out", str(tmp_path / "x")])
-    with pytest.raises(SystemExit, match="not an expert"):
-        main(["prepare", data, "--segmenter", seg_w, "--expert", seg_w, "--out", str(tmp_path / "x")])
-    with pytest.raises(SystemExit, match="dataset folder not found"):
-        main(["prepare", str(tmp_path / "nodata"), "--segmenter", seg_w, "--expert", exp_w,
-              "--out", str(tmp_path / "x")])
+    usage_error(capsys, ["prepare", data, "--segmenter", tmp_path / "none.pt", "--expert", exp_w,
+                         "--out", tmp_path / "x"], "weights file not found")
+    usage_error(capsys, ["prepare", data, "--expert", exp_w, "--out", tmp_path / "x"], "--segmenter W is required")
+    usage_error(capsys, ["prepare", data, "--segmenter", exp_w, "--expert", exp_w, "--out", tmp_path / "x"],
+                "not a segmenter")
+    usage_error(capsys, ["prepare", data, "--segmenter", seg_w, "--expert", seg_w, "--out", tmp_path / "x"],
+                "not an expert")
+    usage_error(capsys, ["prepare", tmp_path / "nodata", "--segmenter", seg_w, "--expert", exp_w,
+                         "--out", tmp_path / "x"], "dataset folder not found")
     assert not (tmp_path / "x").exists()
     bad = tmp_path / "bad.sgprep"
     bad.write_bytes(b"hello world, not prepared")

@@ -259,19 +259,17 @@ def test_cli_json_and_npy(tmp_path):
     ("x", "strokes.txt", "extension"),
 ])
 def test_cli_bad_files(tmp_path, capsys, content, name, match):
-    from sgfast import cli
+    from cli_usage import usage_error
 
     path = tmp_path / name
     path.write_text(content)
-    assert cli.main(["rasterize", str(path), "--out", str(tmp_path / "o")]) == 2
-    assert pytest.importorskip("re").search(match, capsys.readouterr().err)
+    usage_error(capsys, ["rasterize", path, "--out", tmp_path / "o"], match)
 
 
 def test_cli_missing_file(tmp_path, capsys):
-    from sgfast import cli
+    from cli_usage import usage_error
 
-    assert cli.main(["rasterize", str(tmp_path / "none.npy"), "--out", str(tmp_path / "o")]) == 2
-    assert "not found" in capsys.readouterr().err
+    usage_error(capsys, ["rasterize", tmp_path / "none.npy", "--out", tmp_path / "o"], "not found")
 
 
 # --- CUDA ------------------------------------------------------------------------------------------

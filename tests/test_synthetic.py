@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
+from cli_usage import usage_error
 from sgfast import cli
 from sgfast.data import CUB200, SyntheticScenes
 from sgfast.data import synthetic_birds as sb
@@ -140,14 +141,14 @@ def test_cli_birds_and_scenes(tmp_path, capsys):
                    "--seed", "1", "--workers", "1", "--no-progress"])
     assert rc == 0 and "images/min" in capsys.readouterr().out
     assert len(CUB200(out, split="all", size=16)) == 10
-    with pytest.raises(SystemExit, match="already holds a dataset"):
-        cli.main(["make-dataset", "birds", "--out", str(out), "--num", "10", "--size", "32", "--no-progress"])
+    usage_error(capsys, ["make-dataset", "birds", "--out", out, "--num", "10", "--size", "32", "--no-progress"],
+                "already holds a dataset.*--force")
     # --force replaces the dataset: no stale images of the bigger run stay behind.
     assert cli.main(["make-dataset", "birds", "--out", str(out), "--num", "3", "--size", "32", "--force",
                      "--workers", "1", "--no-progress"]) == 0
     assert sum(len(f) for _, _, f in os.walk(out / "images")) == 3
-    with pytest.raises(SystemExit, match="num must be"):
-        cli.main(["make-dataset", "birds", "--out", str(tmp_path / "z"), "--num", "0", "--no-progress"])
+    usage_error(capsys, ["make-dataset", "birds", "--out", tmp_path / "z", "--num", "0", "--no-progress"],
+                "--num must be >= 1, got 0")
     scenes = tmp_path / "scenes"
     rc = cli.main(["make-dataset", "scenes", "--out", str(scenes), "--num", "6", "--size", "64",
                    "--seed", "2", "--workers", "1", "--no-progress"])

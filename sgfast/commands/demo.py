@@ -4,12 +4,14 @@ Paints the bundled sample birds (sgfast/assets/samples/birds, with their true ma
 (sgfast/assets/samples/scenes, several objects each: sg paints them with their instance masks, Eq. 16 and
 --min-gain's default) with the shipped semantic-guidance and baseline agents and writes, under
 --out: sg/<image>/ and baseline/<image>/ (everything `sgfast paint` writes) and side_by_side.png
-(rows: target | baseline | sg | sg exactly re-rendered at 4x). A few seconds on 2 CPU cores.
+(one row per image; columns: target | baseline | sg | sg exactly re-rendered at 4x). A few seconds on 2 CPU cores.
 """
 import glob
 import os
 import sys
 
+from sgfast.cli_errors import UsageError, reports_errors
+from sgfast.commands.options import check_ops, check_threads
 from sgfast.resources import bundled_asset
 
 
@@ -20,13 +22,13 @@ def configure(parser):
     parser.add_argument("--scenes", default=bundled_asset("samples", "scenes"),
                         help="a `make-dataset scenes` folder, painted with its instance masks (default: "
                              "the bundled scenes; '' = none)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads, >= 1 (default 1)")
 
 
+@reports_errors("demo")
 def run(args):
     import cv2
     import numpy as np
-    import torch
 
     from sgfast import metrics
     from sgfast.io import atomic_write_bytes
@@ -34,11 +36,13 @@ def run(args):
     from sgfast.data.tensor_images import to_u8_hwc
     from sgfast.paint.export import png_bytes, write_result
 
-    torch.set_num_threads(args.threads)
+    check_threads(args.threads)
+    check_ops("fused", option=None)  # the demo paints with the fused ops
+    if not os.path.isdir(args.samples):
+        raise UsageError(f"--samples: folder not found: {args.samples}")
     images = sorted(glob.glob(os.path.join(args.samples, "images", "*", "*.jpg")))
     if not images:
-        print(f"sgfast demo: error: no sample images under {args.samples}/images", file=sys.stderr)
-        return 2
+        raise UsageError(f"--samples: no sample images under {os.path.join(args.samples, 'images')}")
     masks = [p.replace(os.sep + "images" + os.sep, os.sep + "segmentations" + os.sep)[:-4] + ".png"
              for p in images]
     masks = [m if os.path.isfile(m) else None for m in masks]
@@ -49,8 +53,7 @@ def run(args):
         try:
             scenes = SyntheticScenes(args.scenes, split="all").records
         except (DatasetFormatError, OSError) as exc:
-            print(f"sgfast demo: error: --scenes {args.scenes}: {exc}", file=sys.stderr)
-            return 2
+            raise UsageError(f"--scenes {args.scenes}: {exc}") from None
         for rec in scenes:
             images.append(rec.image)
             masks.append(None)
@@ -60,8 +63,7 @@ def run(args):
                             instances=instances if mode == "sg" else None, frames="step")
                 for mode in ("baseline", "sg")}
     except PaintError as exc:
-        print(f"sgfast demo: error: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(str(exc)) from None
     rows = []
     for i in range(len(images)):
         b, s = runs["baseline"][i], runs["sg"][i]
@@ -77,7 +79,7 @@ def run(args):
         inst = f", {s.masks.shape[0]} instances, {len(s.painted_instances)} painted" if s.masks.shape[0] > 1 else ""
         print(f"demo: {s.name}: L2 baseline {l2(b):.4f}, sg {l2(s):.4f} ({len(s.strokes)} strokes{inst})")
     if not rows:
-        return 1
+        raise UsageError(f"none of the {len(images)} sample images could be painted (reasons above)")
     path = os.path.join(args.out, "side_by_side.png")
     atomic_write_bytes(path, png_bytes(np.concatenate(rows, 0)))
     print(f"demo: columns target | baseline | sg | sg re-rendered exactly at {4 * runs['sg'][0].size} px "

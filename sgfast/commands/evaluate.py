@@ -9,6 +9,9 @@ from __future__ import annotations
 import os
 import sys
 
+from sgfast.cli_errors import UsageError, reports_errors
+from sgfast.commands.options import at_least, check_ops, check_threads, reason, refuse_ignored, writable_folder
+
 
 def configure(parser):
     parser.add_argument("dataset", help="dataset folder in the CUB layout (e.g. from `sgfast make-dataset birds`)")
@@ -18,7 +21,7 @@ def configure(parser):
                         help="the baseline agent to compare with (e.g. the shipped agent_baseline_tiny.pt)")
     parser.add_argument("--optimize", action="store_true",
                         help="also evaluate the agent-free optimisation painter (paint --method optimize)")
-    parser.add_argument("--optimize-iters", type=int, default=200, help="Adam iterations of --optimize")
+    parser.add_argument("--optimize-iters", type=int, default=None, help="Adam iterations of --optimize (default 200)")
     parser.add_argument("--steps", type=int, default=None,
                         help="agent steps (default: the agents' episode); strokes = steps x strokes per step")
     parser.add_argument("--num", type=int, default=None, help="evaluate the first N images of the split (default: all)")
@@ -32,49 +35,55 @@ def configure(parser):
     parser.add_argument("--segmenter", default=None, help="Ψ weights (default: the shipped segmenter_tiny.pt)")
     parser.add_argument("--renderer", default=None, help="renderer weights (default: the shipped renderer_tiny.pt)")
     parser.add_argument("--expert", default=None, help="expert weights (default: the shipped expert_tiny.pt)")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--ops", choices=("fused", "eager"), default="fused")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--batch-size", type=int, default=16, help="images painted together (default 16)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default: cpu)")
+    parser.add_argument("--ops", choices=("fused", "eager"), default="fused",
+                        help="fused sgfast ops or the eager references")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads, >= 1")
     parser.add_argument("--no-progress", action="store_true")
 
 
+@reports_errors("evaluate")
 def run(args):
-    import torch
-
+    from sgfast.device import pick_device
     from sgfast.evaluate import as_numpy_u8, evaluate, table_csv, table_markdown, table_text
     from sgfast.io import atomic_write_bytes
     from sgfast.paint import DEFAULT_ACTOR, PaintError
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    check_threads(args.threads)
+    at_least("num", args.num, 1)
+    at_least("steps", args.steps, 1)
+    at_least("grid", args.grid, 0)
+    at_least("batch_size", args.batch_size, 1)
+    at_least("optimize_iters", args.optimize_iters, 0)
+    if not args.optimize:
+        refuse_ignored(args, ["optimize_iters"], "without --optimize")
+    optimize_iters = 200 if args.optimize_iters is None else args.optimize_iters
+    device = str(pick_device(args.device))
+    check_ops(args.ops, device)
+    if not os.path.isdir(args.dataset):
+        raise UsageError(f"DATASET: folder not found: {args.dataset}")
     actors = [(os.path.splitext(os.path.basename(p))[0], p) for p in (args.actor or [DEFAULT_ACTOR["sg"]])]
     if args.baseline_actor:
         actors.insert(0, (os.path.splitext(os.path.basename(args.baseline_actor))[0], args.baseline_actor))
     if len({a for a, _ in actors}) < len(actors):  # same file name twice: number them
         actors = [(f"{a} #{i + 1}", p) for i, (a, p) in enumerate(actors)]
-    if args.num is not None and args.num < 1:
-        raise SystemExit(f"sgfast evaluate: --num must be >= 1, got {args.num}")
-    if args.steps is not None and args.steps < 1:
-        raise SystemExit(f"sgfast evaluate: --steps must be >= 1, got {args.steps}")
     painters = []
     if args.optimize:
         from sgfast.paint.optimize_painter import batch_painter
-        painters.append((f"optimize ({args.optimize_iters} iters)",
-                         batch_painter(args.renderer, args.optimize_iters, device=args.device)))
-    try:
-        os.makedirs(args.out, exist_ok=True)
-    except OSError as exc:
-        print(f"sgfast evaluate: error: cannot write to --out {args.out}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
+        try:
+            painters.append((f"optimize ({optimize_iters} iters)",
+                             batch_painter(args.renderer, optimize_iters, device=device)))
+        except (OSError, RuntimeError, ValueError, KeyError) as exc:
+            raise UsageError(f"--renderer: {reason(exc)}") from None
+    writable_folder("--out", args.out)
     try:
         rows, grid = evaluate(args.dataset, actors, args.steps, args.num, args.split, args.batch_size,
-                              args.segmenter, args.renderer, args.expert, args.true_masks, args.device, args.ops,
+                              args.segmenter, args.renderer, args.expert, args.true_masks, device, args.ops,
                               args.grid, not args.no_progress, painters,
                               log=lambda line: print(f"sgfast evaluate: {line}", file=sys.stderr))
     except PaintError as exc:
-        print(f"sgfast evaluate: error: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(reason(exc)) from None
     print(table_text(rows), end="")
     atomic_write_bytes(os.path.join(args.out, "evaluate.csv"), table_csv(rows).encode())
     atomic_write_bytes(os.path.join(args.out, "evaluate.md"), table_markdown(rows).encode())

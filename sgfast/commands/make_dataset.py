@@ -1,6 +1,15 @@
 """`sgfast make-dataset birds|scenes`: write the procedural data sets (formats: docs/data.md)."""
 import os
+import re
 import time
+
+from sgfast.cli_errors import UsageError, reports_errors
+from sgfast.commands.options import at_least
+
+# The generators' parameter names in their ValueErrors -> the options a user typed.
+_OPTION_OF = {"num_classes": "--classes", "num": "--num", "size": "--size", "test_fraction": "--test-fraction",
+              "min_scale": "--min-scale", "max_scale": "--max-scale", "min_objects": "--min-objects",
+              "max_objects": "--max-objects"}
 
 
 def _common(p, default_size):
@@ -9,7 +18,7 @@ def _common(p, default_size):
     p.add_argument("--size", type=int, default=default_size, help="image side in pixels (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
-                   help="worker processes (default: %(default)s); the output does not depend on it")
+                   help="worker processes, >= 1 (default: %(default)s); the output does not depend on it")
     p.add_argument("--force", action="store_true", help="overwrite a dataset already in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -34,7 +43,16 @@ def configure(parser):
     s.add_argument("--max-objects", type=int, default=4, help="(default: %(default)s)")
 
 
+def _as_options(message: str) -> str:
+    """'num must be >= 1, got 0' -> '--num must be >= 1, got 0'."""
+    names = "|".join(_OPTION_OF)
+    return re.sub(rf"(?<![\w/.-])({names})(?![\w/.-])", lambda m: _OPTION_OF[m.group(1)], message)
+
+
+@reports_errors("make-dataset")
 def run(args):
+    at_least("num", args.num, 1)
+    at_least("workers", args.workers, 1)
     start = time.time()
     try:
         if args.kind == "birds":
@@ -48,8 +66,12 @@ def run(args):
             write_scenes_dataset(args.out, args.num, args.size, args.seed, min_objects=args.min_objects,
                                  max_objects=args.max_objects, workers=args.workers,
                                  progress=not args.no_progress, overwrite=args.force)
-    except (ValueError, FileExistsError, OSError) as exc:
-        raise SystemExit(f"sgfast make-dataset {args.kind}: {exc}")
+    except ValueError as exc:
+        raise UsageError(_as_options(str(exc))) from None
+    except FileExistsError as exc:
+        raise UsageError(str(exc).replace("overwrite=True / ", "")) from None
+    except OSError as exc:
+        raise UsageError(f"cannot write to --out {args.out}: {exc.strerror or exc}") from None
     dt = time.time() - start
     print(f"make-dataset {args.kind}: {args.num} images of {args.size}x{args.size} in {args.out} "
           f"({dt:.1f} s, {args.num / max(dt, 1e-9) * 60:.0f} images/min)")

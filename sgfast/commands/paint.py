@@ -11,17 +11,32 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 
+from sgfast.cli_errors import UsageError, reports_errors
+from sgfast.commands.options import (at_least, check_ops, check_threads, reason, refuse_ignored, within,
+                                     writable_folder)
 from sgfast.paint.instances import DEFAULT_MIN_GAIN, check_min_gain
+
+OFF = "off"  # --min-gain off (plain Eq. 16); None means the option was not given
+
+# The options whose use depends on --mode / --method default to None in argparse, so that an option
+# the user gave can be told from one left at its default: one a mode would ignore is refused (one
+# line, exit 2). These are the defaults they take otherwise.
+DEFAULTS = {"mode": "sg", "bg_gate": "chosen", "min_gain": DEFAULT_MIN_GAIN, "divide": 1, "strokes": 100,
+            "iters": 200, "lr": 0.1, "nu": 0.0, "supersample": 4, "frames": "step", "frame_size": 128}
+SG_ONLY = ["mask", "box", "instances", "bg_gate", "min_gain", "segmenter", "expert"]
+AGENT_ONLY = ["mode", "steps", "actor", "divide", "instances", "bg_gate", "min_gain"]
+OPTIMIZE_ONLY = ["strokes", "iters", "lr", "nu"]
+FOCUS_ONLY = ["mask", "box", "segmenter", "expert"]  # --method optimize: used by the focus term (--nu > 0)
+INSTANCES_ONLY = ["bg_gate", "min_gain"]
 
 
 def _min_gain(text):
     """--min-gain: a fraction in [0, 1), or 'off' (plain Eq. 16)."""
     import argparse
 
-    if text.strip().lower() == "off":
-        return None
+    if text.strip().lower() == OFF:
+        return OFF
     try:
         return check_min_gain(float(text))
     except ValueError:
@@ -31,8 +46,8 @@ def _min_gain(text):
 def configure(parser):
     parser.add_argument("images", nargs="+", help="image files (any format OpenCV reads)")
     parser.add_argument("--out", default="out/paint", help="output folder (default: %(default)s)")
-    parser.add_argument("--mode", choices=("sg", "baseline"), default="sg",
-                        help="semantic guidance (fg/bg strokes) or the Learning-to-Paint baseline")
+    parser.add_argument("--mode", choices=("sg", "baseline"), default=None,
+                        help="semantic guidance (fg/bg strokes; default) or the Learning-to-Paint baseline")
     parser.add_argument("--steps", type=int, default=None, help="agent steps (default: the agent's episode)")
     parser.add_argument("--actor", default=None, help="agent weights (default: the shipped agent_<mode>_tiny.pt)")
     parser.add_argument("--renderer", default=None, help="renderer weights (default: the shipped renderer_tiny.pt)")
@@ -45,46 +60,80 @@ def configure(parser):
     parser.add_argument("--instances", nargs="+", default=None, metavar="A.png,B.png",
                         help="per image, comma-separated instance masks (Eq. 16: each step paints the "
                              "instance with the largest remaining error)")
-    parser.add_argument("--bg-gate", choices=("chosen", "union"), default="chosen",
+    parser.add_argument("--bg-gate", choices=("chosen", "union"), default=None,
                         help="with --instances, what background strokes keep off: the step's instance "
                              "(default; the others count as background) or every instance "
                              "(docs/painting.md)")
-    parser.add_argument("--min-gain", type=_min_gain, default=DEFAULT_MIN_GAIN, metavar="F|off",
+    parser.add_argument("--min-gain", type=_min_gain, default=None, metavar="F|off",
                         help="with --instances, an instance whose painting lowered its error by less than "
                              f"this fraction of its lowest so far is not chosen again while others are "
                              f"(default {DEFAULT_MIN_GAIN}); 'off' = plain Eq. 16 (docs/painting.md)")
     parser.add_argument("--size", type=int, default=None,
                         help="also re-render the strokes exactly at this side (painting_<N>.png)")
-    parser.add_argument("--supersample", type=int, default=4, help="exact re-render samples per pixel side")
-    parser.add_argument("--frames", choices=("step", "stroke"), default="step",
+    parser.add_argument("--supersample", type=int, default=None,
+                        help="with --size, exact re-render samples per pixel side (default 4)")
+    parser.add_argument("--frames", choices=("step", "stroke"), default=None,
                         help="one progress frame per step (default) or per stroke")
-    parser.add_argument("--frame-size", type=int, default=128, help="GIF/MP4 frame side (nearest upscale)")
+    parser.add_argument("--frame-size", type=int, default=None, help="GIF/MP4 frame side (nearest upscale; default 128)")
     parser.add_argument("--no-video", action="store_true", help="skip the GIF and MP4")
     parser.add_argument("--batch-size", type=int, default=8, help="images painted together (default 8)")
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default: cpu)")
     parser.add_argument("--ops", choices=("fused", "eager"), default="fused",
                         help="fused sgfast ops or the eager references")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads, >= 1")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--method", choices=("agent", "optimize"), default="agent",
                         help="paint with the agent, or optimise --strokes strokes directly by Adam through the "
                              "renderer (Neural Painters; no agent needed)")
-    parser.add_argument("--divide", type=int, default=1, metavar="D",
+    parser.add_argument("--divide", type=int, default=None, metavar="D",
                         help="grid refinement (Learning to Paint's test.py): the second half of the steps paint "
                              "D x D patches of the canvas upscaled to D x the agent's size (sg mode: with each "
-                             "patch's crops of S and G); D in 1..16")
-    parser.add_argument("--strokes", type=int, default=100, help="--method optimize: number of strokes")
-    parser.add_argument("--iters", type=int, default=200, help="--method optimize: Adam iterations")
-    parser.add_argument("--lr", type=float, default=0.1, help="--method optimize: Adam learning rate")
-    parser.add_argument("--nu", type=float, default=0.0,
-                        help="--method optimize: weight of the focus term (Eq. 14; G from Ψ + the expert)")
+                             "patch's crops of S and G); D in 1..16 (default 1)")
+    parser.add_argument("--strokes", type=int, default=None, help="--method optimize: number of strokes (default 100)")
+    parser.add_argument("--iters", type=int, default=None, help="--method optimize: Adam iterations (default 200)")
+    parser.add_argument("--lr", type=float, default=None, help="--method optimize: Adam learning rate (default 0.1)")
+    parser.add_argument("--nu", type=float, default=None,
+                        help="--method optimize: weight of the focus term (Eq. 14; G from Ψ + the expert; "
+                             "default 0)")
+
+
+def check_options(args):
+    """Refuse the options the chosen --method / --mode would ignore (only those the user gave), then
+    fill in the defaults of the rest (DEFAULTS). Raises UsageError."""
+    from sgfast.op_args import MAX_SIZE, MAX_SUPERSAMPLE
+
+    if args.method == "optimize":
+        refuse_ignored(args, AGENT_ONLY, "with --method optimize (it is for --method agent)")
+        if not args.nu:
+            refuse_ignored(args, FOCUS_ONLY, "with --method optimize unless --nu > 0 (the focus term uses it)")
+    else:
+        refuse_ignored(args, OPTIMIZE_ONLY, "with --method agent (it is for --method optimize)")
+        if args.mode == "baseline":
+            refuse_ignored(args, SG_ONLY, "with --mode baseline (it is for --mode sg)")
+        elif args.instances is None:
+            refuse_ignored(args, INSTANCES_ONLY, "without --instances")
+    if args.size is None:
+        refuse_ignored(args, ["supersample"], "without --size (it is for the exact re-render)")
+    if args.no_video:
+        refuse_ignored(args, ["frames", "frame_size"], "with --no-video")
+    within("divide", args.divide, 1, 16)
+    within("size", args.size, 8, MAX_SIZE)
+    within("supersample", args.supersample, 1, MAX_SUPERSAMPLE)
+    within("frame_size", args.frame_size, 1, MAX_SIZE)
+    for dest in ("steps", "batch_size", "strokes"):
+        at_least(dest, getattr(args, dest), 1)
+    for dest, value in DEFAULTS.items():
+        if getattr(args, dest) is None:
+            setattr(args, dest, value)
+    if args.min_gain == OFF:
+        args.min_gain = None
 
 
 def _per_image(values, n, flag):
     if values is None:
         return None
     if len(values) != n:
-        raise SystemExit(f"sgfast paint: {flag}: {len(values)} given for {n} images (one per image, '-' to skip)")
+        raise UsageError(f"{flag}: {len(values)} given for {n} images (one per image, '-' to skip)")
     return [None if v == "-" else v for v in values]
 
 
@@ -98,57 +147,60 @@ def unique_names(results):
     return names
 
 
+@reports_errors("paint")
 def run(args):
-    import torch
-
     from sgfast import metrics
+    from sgfast.device import pick_device
     from sgfast.paint import PaintError, paint
     from sgfast.paint.export import write_result
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    # Everything the user can get wrong is checked before any work (models, painting, files).
+    check_threads(args.threads)
+    check_options(args)
+    device = str(pick_device(args.device))
+    check_ops(args.ops, device)
     n = len(args.images)
     masks = _per_image(args.mask, n, "--mask")
     boxes = _per_image(args.box, n, "--box")
     inst = _per_image(args.instances, n, "--instances")
     if inst is not None:
         inst = [None if v is None else [p for p in v.split(",") if p] for v in inst]
-    if args.size is not None and not 8 <= args.size <= 16384:
-        raise SystemExit(f"sgfast paint: --size must be in [8, 16384], got {args.size}")
-    # Refuse an unwritable output folder before spending time painting.
-    try:
-        os.makedirs(args.out, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=args.out, prefix=".probe", delete=True)
-        probe.close()
-    except OSError as exc:
-        print(f"sgfast paint: error: cannot write to --out {args.out}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
+    missing = [p for p in args.images if not os.path.isfile(p)]
+    if len(missing) == n:  # one missing among others is that image's warning, below
+        raise UsageError(f"image not found: {missing[0]}" if n == 1 else
+                         f"none of the {n} images exist (first: {missing[0]})")
+    writable_folder("--out", args.out)
     try:
         results = paint(args.images, mode=args.mode, steps=args.steps, actor=args.actor,
                         renderer=args.renderer, segmenter=args.segmenter, expert=args.expert, masks=masks,
-                        boxes=boxes, instances=inst, device=args.device, ops=args.ops,
+                        boxes=boxes, instances=inst, device=device, ops=args.ops,
                         batch_size=args.batch_size, frames="none" if args.no_video else args.frames,
                         progress=not args.no_progress, method=args.method, strokes=args.strokes,
                         iters=args.iters, lr=args.lr, nu=args.nu, divide=args.divide, bg_gate=args.bg_gate,
                         min_gain=args.min_gain)
     except PaintError as exc:
-        print(f"sgfast paint: error: {exc}", file=sys.stderr)
-        return 2
-    failed = 0
+        raise UsageError(reason(exc)) from None
+    # An image that could not be read or written is a warning and the others are painted (exit
+    # status 1); when none could be, the run is an error (one line, exit status 2).
+    failed = []
     for r, name in zip(results, unique_names(results)):
         if not r.ok:
-            failed += 1
-            print(f"sgfast paint: skipped {r.name}: {r.error}", file=sys.stderr)
-            continue
-        folder = os.path.join(args.out, name)
-        try:
-            write_result(r, folder, args.size, args.supersample, args.frame_size, not args.no_video, args.device,
-                         args.ops)
-        except Exception as exc:  # noqa: BLE001 (one image's outputs failing must not cost the batch's)
-            failed += 1
-            print(f"sgfast paint: could not write {folder}: {type(exc).__name__}: {exc}", file=sys.stderr)
-            continue
-        l2 = float(metrics.l2(r.target[None], r.canvas[None]))
-        print(f"{folder}: {len(r.strokes)} strokes, L2 {l2:.4f}")
-    print(f"sgfast paint: {n - failed} of {n} images painted -> {args.out}", file=sys.stderr)
+            failed.append((f"skipped {r.name}: {r.error}", f"cannot paint {r.name}: {r.error}"))
+        else:
+            folder = os.path.join(args.out, name)
+            try:
+                write_result(r, folder, args.size, args.supersample, args.frame_size, not args.no_video, device,
+                             args.ops)
+            except Exception as exc:  # noqa: BLE001 (one image's outputs failing must not cost the batch's)
+                why = f"could not write {folder}: {type(exc).__name__}: {exc}"
+                failed.append((why, why))
+            else:
+                l2 = float(metrics.l2(r.target[None], r.canvas[None]))
+                print(f"{folder}: {len(r.strokes)} strokes, L2 {l2:.4f}")
+                continue
+        if n > 1:
+            print(f"sgfast paint: {' '.join(failed[-1][0].split())}", file=sys.stderr)
+    if len(failed) == n:
+        raise UsageError(failed[0][1] if n == 1 else f"none of the {n} images could be painted (reasons above)")
+    print(f"sgfast paint: {n - len(failed)} of {n} images painted -> {args.out}", file=sys.stderr)
     return 1 if failed else 0

@@ -14,6 +14,8 @@ import time
 
 import torch
 
+from sgfast.cli_errors import UsageError, reports_errors
+from sgfast.commands.options import at_least, check_threads, reason, refuse_ignored, writable_file
 from sgfast.data.prepared import FORMAT_VERSION, header_bytes, record_dtype, to_records
 from sgfast.io import atomic_path
 
@@ -32,36 +34,39 @@ def configure(parser):
     parser.add_argument("--out", required=True, help="output file (e.g. birds128.sgprep)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--limit", type=int, default=None, help="at most N images per split")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads, >= 1")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
     parser.add_argument("--no-progress", action="store_true")
 
 
+@reports_errors("prepare")
 def run(args):
     from sgfast.data.tensor_images import resize_square
     from sgfast.models.expert import load_expert
     from sgfast.models.gbp import gbp_maps
     from sgfast.device import pick_device
     from sgfast.data.cub_split import open_split
+    from sgfast.data import ImageReadError
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.size < 8:
-        raise SystemExit(f"sgfast: --size must be >= 8, got {args.size}")
-    if args.batch_size < 1:
-        raise SystemExit(f"sgfast: --batch-size must be >= 1, got {args.batch_size}")
-    if not args.ground_truth and not args.segmenter:
-        raise SystemExit("sgfast: --segmenter W is required (or pass --ground-truth)")
+    check_threads(args.threads)
+    at_least("size", args.size, 8)
+    at_least("batch_size", args.batch_size, 1)
+    at_least("limit", args.limit, 1)
+    if args.ground_truth:
+        refuse_ignored(args, ["segmenter"], "with --ground-truth (the true masks and boxes are used)")
+    elif not args.segmenter:
+        raise UsageError("--segmenter W is required (or pass --ground-truth)")
+    device = pick_device(args.device)
     for flag, path in (("--segmenter", args.segmenter), ("--expert", args.expert)):
         if path and not os.path.isfile(path):
-            raise SystemExit(f"sgfast: {flag}: weights file not found: {path}")
+            raise UsageError(f"{flag}: weights file not found: {path}")
     if not os.path.isdir(args.dataset):
-        raise SystemExit(f"sgfast: dataset folder not found: {args.dataset}")
-    device = pick_device(args.device)
+        raise UsageError(f"dataset folder not found: {args.dataset}")
+    writable_file("--out", args.out)
     try:
         expert, expert_meta = load_expert(args.expert)
     except (ValueError, RuntimeError) as exc:
-        raise SystemExit(f"sgfast: --expert: {exc}")
+        raise UsageError(f"--expert: {reason(exc)}") from None
     expert.to(device)
     segmenter, seg_meta = None, {}
     if not args.ground_truth:
@@ -69,7 +74,7 @@ def run(args):
         try:
             segmenter, seg_meta = load_segmenter(args.segmenter)
         except (ValueError, RuntimeError) as exc:
-            raise SystemExit(f"sgfast: --segmenter: {exc}")
+            raise UsageError(f"--segmenter: {reason(exc)}") from None
         segmenter.to(device)
 
     src = max(args.size, int(expert_meta.get("image_size", args.size)))
@@ -102,7 +107,10 @@ def run(args):
             f.write(header_bytes(header))
             for (split, ds), n in zip(sets, counts):
                 for s in range(0, n, args.batch_size):
-                    items = [ds[i] for i in range(s, min(n, s + args.batch_size))]
+                    try:
+                        items = [ds[i] for i in range(s, min(n, s + args.batch_size))]
+                    except ImageReadError as exc:  # nothing is written: the output appears only when complete
+                        raise UsageError(f"{args.dataset}: {reason(exc)}") from None
                     images = torch.stack([it["image"] for it in items]).to(device)
                     labels = [int(it["label"]) for it in items]
                     ids = [int(it["image_id"]) for it in items]

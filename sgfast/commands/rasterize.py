@@ -8,9 +8,11 @@ JSON: a list of strokes (lists of numbers), or {"strokes": [...]}; .npy: a float
 """
 import json
 import os
-import sys
 
 import numpy as np
+
+from sgfast.cli_errors import UsageError, reports_errors
+from sgfast.commands.options import check_ops, refuse_ignored, within, writable_folder
 
 
 class StrokeFileError(ValueError):
@@ -23,9 +25,9 @@ def configure(parser):
     parser.add_argument("--size", type=int, default=128, help="image side in pixels (default: %(default)s)")
     parser.add_argument("--mode", choices=("ltp", "exact"), default="ltp",
                         help="ltp: the Learning-to-Paint generator, exact: the continuous anti-aliased stroke")
-    parser.add_argument("--supersample", type=int, default=4,
-                        help="samples per pixel side in exact mode (default: %(default)s)")
-    parser.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    parser.add_argument("--supersample", type=int, default=None,
+                        help="samples per pixel side in exact mode (default: 4)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default: %(default)s)")
 
 
 def load_strokes(path) -> np.ndarray:
@@ -78,23 +80,31 @@ def render(strokes: np.ndarray, size: int, mode: str, supersample: int, device="
     return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
 
 
+@reports_errors("rasterize")
 def run(args):
     import cv2
 
+    from sgfast.device import pick_device
     from sgfast.io import atomic_write_bytes
+    from sgfast.op_args import MAX_SIZE, MAX_SUPERSAMPLE
 
+    within("size", args.size, 1, MAX_SIZE)
+    within("supersample", args.supersample, 1, MAX_SUPERSAMPLE)
+    if args.mode == "ltp":
+        refuse_ignored(args, ["supersample"], "with --mode ltp (it is for --mode exact)")
+    supersample = 4 if args.supersample is None else args.supersample
+    device = pick_device(args.device)
+    check_ops("fused", device, option=None)  # rasterize runs sgfast.ops.rasterize_strokes
     try:
         strokes = load_strokes(args.strokes)
-        images = render(strokes, args.size, args.mode, args.supersample, args.device)
-    except (StrokeFileError, ValueError, TypeError) as exc:
-        print(f"sgfast rasterize: error: {exc}", file=sys.stderr)
-        return 2
-    os.makedirs(args.out, exist_ok=True)
+    except StrokeFileError as exc:
+        raise UsageError(str(exc)) from None
+    writable_folder("--out", args.out)
+    images = render(strokes, args.size, args.mode, supersample, device)
     for k, image in enumerate(images):
         ok, png = cv2.imencode(".png", np.ascontiguousarray(image[..., ::-1]))  # cv2 writes BGR
         if not ok:
-            print(f"sgfast rasterize: error: could not encode stroke {k}", file=sys.stderr)
-            return 1
+            raise RuntimeError(f"could not encode stroke {k} as PNG")  # not the user's mistake
         atomic_write_bytes(os.path.join(args.out, f"stroke_{k:04d}.png"), png.tobytes())
     print(f"sgfast rasterize: {len(images)} strokes ({args.mode}, {args.size} px) -> {args.out}")
     return 0

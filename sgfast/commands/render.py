@@ -3,7 +3,9 @@ exactly (rasterize_strokes mode "exact" + composite) at any size."""
 from __future__ import annotations
 
 import os
-import sys
+
+from sgfast.cli_errors import UsageError, reports_errors
+from sgfast.commands.options import check_ops, reason, within, writable_file
 
 
 def configure(parser):
@@ -11,32 +13,38 @@ def configure(parser):
     parser.add_argument("--size", type=int, default=512, help="output side in pixels (default: %(default)s)")
     parser.add_argument("--out", required=True, help="output PNG file")
     parser.add_argument("--supersample", type=int, default=4, help="samples per pixel side (default 4)")
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default: cpu)")
     parser.add_argument("--ops", choices=("fused", "eager"), default="fused",
                         help="rasterize/composite ops: fused (sgfast.ops) or eager (sgfast.reference)")
 
 
+@reports_errors("render")
 def run(args):
     from sgfast.data.tensor_images import to_u8_hwc
+    from sgfast.device import pick_device
     from sgfast.io import atomic_write_bytes
+    from sgfast.op_args import MAX_SUPERSAMPLE
     from sgfast.paint import render_exact
     from sgfast.paint.export import StrokeDocError, png_bytes, read_strokes_document
 
-    if not 1 <= args.size <= 16384:
-        print(f"sgfast render: error: --size must be in [1, 16384], got {args.size}", file=sys.stderr)
-        return 2
+    within("size", args.size, 1, 16384)
+    within("supersample", args.supersample, 1, MAX_SUPERSAMPLE)
+    device = pick_device(args.device)
+    check_ops(args.ops, device)
     try:
         doc, strokes, layers, mask_ids, masks = read_strokes_document(args.strokes)
-        image = render_exact(strokes, layers, mask_ids, masks, args.size, args.supersample,
-                             tuple(doc.get("background", (0, 0, 0))), args.device, ops=args.ops)
     except (StrokeDocError, OSError, ValueError) as exc:
-        print(f"sgfast render: error: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(reason(exc)) from None
+    writable_file("--out", args.out)
+    try:
+        image = render_exact(strokes, layers, mask_ids, masks, args.size, args.supersample,
+                             tuple(doc.get("background", (0, 0, 0))), device, ops=args.ops)
+    except ValueError as exc:  # the file's content (e.g. its background colour)
+        raise UsageError(f"{args.strokes}: {reason(exc)}") from None
     u8 = to_u8_hwc(image)
     try:
         atomic_write_bytes(args.out, png_bytes(u8))
     except OSError as exc:
-        print(f"sgfast render: error: cannot write {args.out}: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(f"cannot write --out {args.out}: {exc.strerror or exc}") from None
     print(f"sgfast render: {len(strokes)} strokes at {args.size} px -> {os.path.abspath(args.out)}")
     return 0
