@@ -150,3 +150,38 @@ def test_killed_paint_leaves_no_partial_folder_after_the_next_run(tmp_path):
     (partial / "painting.png").write_bytes(b"half")
     write_result(result, str(tmp_path / "bird"), video=False)
     assert sorted(os.listdir(tmp_path)) == ["bird"]
+
+
+def test_rerender_over_the_memory_budget_is_refused_up_front():
+    from sgfast.memory import OverBudget
+    from sgfast.paint.rerender import render_exact
+
+    strokes = torch.rand(4, 13).numpy()
+    start = time.perf_counter()
+    with pytest.raises(OverBudget, match="16384 px needs .* GiB.*--size"):
+        render_exact(strokes, ["all"] * 4, [None] * 4, [], 16384, budget=1 << 30)
+    assert time.perf_counter() - start < 1  # nothing was allocated or rendered
+
+
+def test_rerender_in_budget_sized_chunks_is_the_same_image():
+    from sgfast.paint.rerender import render_exact
+
+    gen = torch.Generator().manual_seed(0)
+    strokes = torch.rand(12, 13, generator=gen).numpy()
+    mask = torch.rand(32, 32, generator=gen).numpy()
+    layers = ["bg", "fg"] * 6
+    whole = render_exact(strokes, layers, [0] * 12, [mask], 48, supersample=2)
+    plane = 4 * 48 * 48
+    tight = render_exact(strokes, layers, [0] * 12, [mask], 48, supersample=2,
+                         budget=2 * 3 * plane + plane + 3 * 48 * 48 + plane)  # one stroke per chunk
+    assert torch.equal(whole, tight)
+
+
+def test_memory_budget_from_the_environment(monkeypatch):
+    from sgfast.memory import memory_budget
+
+    monkeypatch.setenv("SGFAST_MEMORY_BUDGET", "512M")
+    assert memory_budget() == 512 << 20
+    monkeypatch.setenv("SGFAST_MEMORY_BUDGET", "lots")
+    with pytest.raises(ValueError, match="SGFAST_MEMORY_BUDGET"):
+        memory_budget()

@@ -7,22 +7,34 @@ import torch
 
 from sgfast.backend import Ops, get_ops
 from sgfast.data.tensor_images import resize_square
+from sgfast.memory import check_fits, memory_budget
 from sgfast.paint.result import PaintResult
 from sgfast.strokes import STROKE_PARAMS, colors, shapes
 
 
 @torch.no_grad()
 def render_exact(strokes, layers, mask_ids, masks, size, supersample=4, background=(0.0, 0.0, 0.0),
-                 device="cpu", chunk=16, ops="fused"):
+                 device="cpu", chunk=16, ops="fused", budget=None):
     """Re-render strokes [N, 13] exactly at `size` (rasterize_strokes mode "exact" + composite).
 
     masks: list of [h, w] soft masks (any size, resized bilinearly to `size`), gating stroke i by
     masks[mask_ids[i]] (fg) or 1 - it (bg). Returns [3, size, size] float. Strokes are composited in
     chunks of consecutive strokes with the same gate, which is the same as one pass (composite is
     sequential). ops: "fused", "eager" or an Ops (sgfast.backend).
+
+    Memory: the canvas (twice, while a chunk is composited), the gates and the final 8-bit image are
+    the fixed part, refused up front (sgfast.memory.OverBudget, naming the size) when over `budget`
+    (default sgfast.memory.memory_budget()); the chunk of alpha maps gets what is left, at most
+    `chunk` strokes.
     """
     ops = ops if isinstance(ops, Ops) else get_ops(ops)
     composite, rasterize_strokes = ops.composite, ops.rasterize_strokes
+    budget = memory_budget() if budget is None else budget
+    plane = 4 * size * size  # one float32 plane
+    gated = len({mask_ids[i] for i in range(len(mask_ids)) if mask_ids[i] is not None})
+    fixed = 2 * 3 * plane + gated * plane + 3 * size * size  # canvases, gates, the uint8 image
+    check_fits(fixed + plane, f"re-rendering at {size} px", "choose a smaller --size", budget)
+    chunk = max(1, min(chunk, (budget - fixed) // plane))
 
     strokes = torch.as_tensor(np.asarray(strokes), dtype=torch.float32, device=device).view(-1, STROKE_PARAMS)
     canvas = torch.tensor(background, dtype=torch.float32, device=device).view(1, 3, 1, 1).expand(
