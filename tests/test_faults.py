@@ -185,3 +185,25 @@ def test_memory_budget_from_the_environment(monkeypatch):
     monkeypatch.setenv("SGFAST_MEMORY_BUDGET", "lots")
     with pytest.raises(ValueError, match="SGFAST_MEMORY_BUDGET"):
         memory_budget()
+
+
+@pytest.mark.parametrize("command", ["paint", "render"])
+def test_cli_refuses_a_size_over_the_budget_before_painting(tmp_path, monkeypatch, capsys, command):
+    from sgfast import cli
+    from sgfast.resources import bundled_asset
+
+    monkeypatch.setenv("SGFAST_MEMORY_BUDGET", "1G")
+    if command == "paint":
+        image = sorted(os.path.join(d, f) for d, _, fs in os.walk(bundled_asset("samples", "birds", "images"))
+                       for f in fs)[0]
+        argv = ["paint", image, "--size", "16384", "--out", str(tmp_path / "out")]
+    else:
+        doc = tmp_path / "strokes.json"
+        doc.write_text('{"format": "sgfast-strokes", "version": 1, "size": 64, "strokes": []}')
+        argv = ["render", str(doc), "--size", "16384", "--out", str(tmp_path / "x.png")]
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1
+    assert "16384 px needs" in err[0] and "--size" in err[0]
+    assert not (tmp_path / "out").exists() and not (tmp_path / "x.png").exists()

@@ -125,6 +125,14 @@ def check_options(args):
     for dest, value in DEFAULTS.items():
         if getattr(args, dest) is None:
             setattr(args, dest, value)
+    if args.size is not None:  # the exact re-render's memory, before any painting
+        from sgfast.memory import OverBudget
+        from sgfast.paint.rerender import check_rerender_fits
+        try:
+            gates = 1 + max((len(i.split(",")) for i in args.instances), default=0) if args.instances else 1
+            check_rerender_fits(args.size, gates)
+        except (OverBudget, ValueError) as exc:
+            raise UsageError(str(exc)) from None
     if args.min_gain == OFF:
         args.min_gain = None
 

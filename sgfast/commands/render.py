@@ -24,7 +24,9 @@ def run(args):
     from sgfast.device import pick_device
     from sgfast.io import atomic_write_bytes
     from sgfast.op_args import MAX_SUPERSAMPLE
+    from sgfast.memory import OverBudget
     from sgfast.paint import render_exact
+    from sgfast.paint.rerender import check_rerender_fits
     from sgfast.paint.export import StrokeDocError, png_bytes, read_strokes_document
 
     within("size", args.size, 1, 16384)
@@ -36,6 +38,10 @@ def run(args):
     except (StrokeDocError, OSError, ValueError) as exc:
         raise UsageError(reason(exc)) from None
     writable_file("--out", args.out)
+    try:
+        check_rerender_fits(args.size, len({m for m in mask_ids if m is not None}))
+    except (OverBudget, ValueError) as exc:
+        raise UsageError(str(exc)) from None
     try:
         image = render_exact(strokes, layers, mask_ids, masks, args.size, args.supersample,
                              tuple(doc.get("background", (0, 0, 0))), device, ops=args.ops)

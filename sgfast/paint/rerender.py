@@ -12,6 +12,16 @@ from sgfast.paint.result import PaintResult
 from sgfast.strokes import STROKE_PARAMS, colors, shapes
 
 
+def check_rerender_fits(size, gates=1, budget=None) -> int:
+    """The fixed memory of an exact re-render at `size` with `gates` masks (the canvas twice, the
+    gates, the uint8 image), in bytes; sgfast.memory.OverBudget, naming the size and --size, when
+    it and one stroke's alpha do not fit the budget."""
+    plane = 4 * size * size  # one float32 plane
+    fixed = 2 * 3 * plane + gates * plane + 3 * size * size
+    check_fits(fixed + plane, f"re-rendering at {size} px", "choose a smaller --size", budget)
+    return fixed
+
+
 @torch.no_grad()
 def render_exact(strokes, layers, mask_ids, masks, size, supersample=4, background=(0.0, 0.0, 0.0),
                  device="cpu", chunk=16, ops="fused", budget=None):
@@ -30,11 +40,9 @@ def render_exact(strokes, layers, mask_ids, masks, size, supersample=4, backgrou
     ops = ops if isinstance(ops, Ops) else get_ops(ops)
     composite, rasterize_strokes = ops.composite, ops.rasterize_strokes
     budget = memory_budget() if budget is None else budget
-    plane = 4 * size * size  # one float32 plane
-    gated = len({mask_ids[i] for i in range(len(mask_ids)) if mask_ids[i] is not None})
-    fixed = 2 * 3 * plane + gated * plane + 3 * size * size  # canvases, gates, the uint8 image
-    check_fits(fixed + plane, f"re-rendering at {size} px", "choose a smaller --size", budget)
-    chunk = max(1, min(chunk, (budget - fixed) // plane))
+    gated = len({m for m in mask_ids if m is not None})
+    fixed = check_rerender_fits(size, gated, budget)
+    chunk = max(1, min(chunk, (budget - fixed) // (4 * size * size)))
 
     strokes = torch.as_tensor(np.asarray(strokes), dtype=torch.float32, device=device).view(-1, STROKE_PARAMS)
     canvas = torch.tensor(background, dtype=torch.float32, device=device).view(1, 3, 1, 1).expand(
