@@ -207,3 +207,58 @@ def test_cli_refuses_a_size_over_the_budget_before_painting(tmp_path, monkeypatc
     assert exc.value.code == 2 and len(err) == 1
     assert "16384 px needs" in err[0] and "--size" in err[0]
     assert not (tmp_path / "out").exists() and not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("command", ["train-agent", "train-renderer", "train-segmenter", "train-expert"])
+def test_trainers_refuse_an_unwritable_out_before_training(tmp_path, capsys, command):
+    from sgfast import cli
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit) as exc:
+        cli.main([command, "--config", "smoke", "--out", str(blocker / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1 and "--out" in err[0], err
+
+
+def _prepared_file(path, boxes):
+    import numpy as np
+
+    from sgfast.data.prepared import FORMAT_VERSION, header_bytes, to_records
+
+    n, s = len(boxes), 8
+    rec = to_records(s, torch.rand(n, 3, s, s), torch.rand(n, 1, s, s), torch.rand(n, 1, s, s),
+                     torch.tensor(boxes, dtype=torch.float32), [0] * n, [0] * n, list(range(n)), [True] * n)
+    header = {"version": FORMAT_VERSION, "size": s, "count": n, "class_names": ["a"], "num_classes": 1}
+    path.write_bytes(header_bytes(header) + np.ascontiguousarray(rec).tobytes())
+
+
+def test_prepared_file_with_a_huge_header_length_is_refused_without_allocating(tmp_path):
+    from sgfast.data.prepared import MAGIC, read_header
+
+    path = tmp_path / "bad.sgprep"
+    path.write_bytes(MAGIC + (1 << 62).to_bytes(8, "little") + b"{}")
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        read_header(path)
+
+
+def test_prepared_file_with_nan_boxes_is_refused(tmp_path):
+    from sgfast.data.prepared import PreparedDataset
+
+    good, bad = tmp_path / "good.sgprep", tmp_path / "bad.sgprep"
+    _prepared_file(good, [[0.1, 0.1, 0.5, 0.5]] * 3)
+    assert len(PreparedDataset(good)) == 3
+    _prepared_file(bad, [[0.1, 0.1, 0.5, 0.5], [float("nan"), 0.1, 0.5, 0.5], [0.1, 0.1, 0.5, 0.5]])
+    with pytest.raises(ValueError, match="record 1 has a NaN or infinite box"):
+        PreparedDataset(bad)
+
+
+def test_train_agent_on_a_corrupt_prepared_file_is_one_line(tmp_path, capsys):
+    from sgfast import cli
+
+    bad = tmp_path / "bad.sgprep"
+    _prepared_file(bad, [[0.1, 0.1, 0.5, 0.5], [float("inf"), 0.1, 0.5, 0.5]])
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["train-agent", "--config", "smoke", "--data", str(bad), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1 and "NaN or infinite box" in err[0], err

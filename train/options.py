@@ -22,6 +22,7 @@ import os
 import torch
 
 from sgfast.cli_errors import UsageError
+from sgfast.commands.options import writable_folder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +72,10 @@ def run_options(args) -> RunOptions:
     if args.resume:
         resume = checkpoint_path(args.out) if args.resume is True else args.resume
     tensorboard = None if args.no_tensorboard else (args.log_dir or os.path.join(args.out, "tb"))
+    # An unwritable --out (or --log-dir) is found now, not at the first checkpoint.
+    writable_folder("--out", args.out)
+    if args.log_dir and tensorboard:
+        writable_folder("--log-dir", args.log_dir)
     return RunOptions(out=args.out, resume=resume, tensorboard=tensorboard, seed=args.seed,
                       threads=args.threads, device=args.device, progress=not args.no_progress)
 

@@ -70,6 +70,8 @@ def read_header(path):
             raise ValueError(f"sgfast: {path} is not an sgfast prepared file (bad magic; make one "
                              "with `sgfast prepare`)")
         n = int.from_bytes(head[8:16], "little")
+        if n > os.path.getsize(path) - 16:  # compared before reading: a corrupt length must not allocate
+            raise ValueError(f"sgfast: {path} is truncated or corrupt (its header claims {n} bytes)")
         body = f.read(n)
     if len(body) != n:
         raise ValueError(f"sgfast: {path} is truncated (header)")
@@ -105,6 +107,9 @@ class PreparedDataset(torch.utils.data.Dataset):
                              f"{expected} ({count} records): truncated or corrupt")
         self.records = (np.memmap(self.path, dtype=self.dtype, mode="r", offset=offset, shape=(count,))
                         if count else np.zeros(0, dtype=self.dtype))
+        if count and not np.isfinite(np.asarray(self.records["box"])).all():
+            bad = int(np.flatnonzero(~np.isfinite(np.asarray(self.records["box"])).all(1))[0])
+            raise ValueError(f"sgfast: {self.path} is corrupt: record {bad} has a NaN or infinite box")
         if split not in (None, "train", "test"):
             raise ValueError(f"split must be None, 'train' or 'test', got {split!r}")
         if split is None:
