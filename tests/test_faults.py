@@ -262,3 +262,25 @@ def test_train_agent_on_a_corrupt_prepared_file_is_one_line(tmp_path, capsys):
         cli.main(["train-agent", "--config", "smoke", "--data", str(bad), "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err.strip().splitlines()
     assert exc.value.code == 2 and len(err) == 1 and "NaN or infinite box" in err[0], err
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "100000"])
+def test_paint_frame_size_out_of_range_is_refused_before_painting(tmp_path, capsys, value):
+    from sgfast import cli
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["paint", "missing.jpg", "--frame-size", value, "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1 and "--frame-size" in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_agent_bad_resume_file_is_one_line(tmp_path, capsys):
+    from sgfast import cli
+
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["train-agent", "--config", "smoke", "--resume", str(junk), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1 and "--resume" in err[0], err
