@@ -103,7 +103,8 @@ class AgentTraining:
     data: str                   # a prepared file or "synthetic"
     synthetic_images: int
     val_fraction: float
-    renderer: str | None        # weights, "random", or None: the shipped one for the config
+    renderer: str | None        # weights, "random", "exact" (render_strokes), or None: the shipped one for the config
+    softness: float | None      # render_strokes' anti-aliasing ramp in pixels (--renderer exact), else None
     export: str | None
     export_best: str | None
     validate_only: bool
@@ -121,7 +122,8 @@ class AgentTraining:
         options.within("val_fraction", args.val_fraction, 0, 1)
         return cls(run=options.run_options(args), agent=build_config(args), mode=args.mode, ops=args.ops,
                    data=args.data, synthetic_images=args.synthetic_images, val_fraction=args.val_fraction,
-                   renderer=args.renderer, export=args.export, export_best=args.export_best,
+                   renderer=args.renderer, softness=renderer_softness(args), export=args.export,
+                   export_best=args.export_best,
                    validate_only=args.validate_only, per_step=args.per_step)
 
 
@@ -145,8 +147,13 @@ def configure(parser):
                         help="held-out fraction of a prepared dataset used for validation (default: %(default)s)")
     parser.add_argument("--renderer", default=None,
                         help="neural renderer weights (sgfast train-renderer --export); 'random' for a randomly "
-                             "initialised renderer of the config's size (tests, benchmarks) "
-                             "(default: the shipped renderer_<config renderer>.pt; smoke: random)")
+                             "initialised renderer of the config's size (tests, benchmarks); 'exact' to paint "
+                             "with render_strokes, the exact renderer, in the env and the update (no renderer "
+                             "weights; any config) (default: the shipped renderer_<config renderer>.pt; smoke: "
+                             "random)")
+    parser.add_argument("--softness", type=float, default=None,
+                        help="with --renderer exact: the width of the strokes' anti-aliasing ramp in pixels, "
+                             "> 0 (default: 1.0)")
     parser.add_argument("--validate-only", action="store_true",
                         help="load <out>/checkpoint.pt (or --resume CKPT), run --validate-episodes validation "
                              "episodes, print the figures and exit (no training)")
@@ -188,6 +195,23 @@ def build_config(args) -> AgentConfig:
     if not 0 <= cfg.tau <= 1 or not 0 <= cfg.discount <= 1:
         raise UsageError("--tau and --discount must lie in [0, 1]")
     return cfg
+
+
+def renderer_softness(args) -> float | None:
+    """--softness, checked: a finite number of pixels > 0, only with --renderer exact (default 1.0)."""
+    from sgfast.agent.env import check_softness
+
+    softness = getattr(args, "softness", None)
+    if args.renderer != "exact":
+        if softness is not None:
+            raise UsageError("--softness needs --renderer exact (the neural renderer has no softness)")
+        return None
+    if softness is None:
+        return 1.0
+    try:
+        return check_softness(softness)
+    except ValueError:
+        raise UsageError(f"--softness must be a finite number of pixels > 0, got {softness}") from None
 
 
 def load_renderer_for(cfg, path, device):
@@ -249,6 +273,12 @@ def restore_replay(memory, state) -> bool:
     return True
 
 
+def _renderer_words(meta: dict) -> str:
+    if meta["renderer"] == "exact":
+        return f"the exact renderer (softness {meta['softness']:g})"
+    return "the neural renderer"
+
+
 def l2_metrics(image, canvas, mask):
     """Per-image L2 (mean over C, H, W of the squared difference, the baseline's `dist`) and
     foreground L2 (the same, weighted by the soft mask S)."""
@@ -262,7 +292,7 @@ class Trainer:
     def __init__(self, opts: AgentTraining | argparse.Namespace):
         from sgfast.backend import get_ops
         from sgfast.agent.ddpg import DDPG
-        from sgfast.agent.env import PaintEnv, Painter
+        from sgfast.agent.env import ExactPainter, PaintEnv, Painter
         from sgfast.agent.replay import ReplayMemory
 
         if isinstance(opts, argparse.Namespace):
@@ -284,9 +314,13 @@ class Trainer:
             self.ops = get_ops(opts.ops, opts.mode)
         except RuntimeError as exc:
             raise UsageError(f"--ops {opts.ops}: {exc}".replace("sgfast: ", "")) from None
-        self.renderer = load_renderer_for(cfg, opts.renderer, self.device)
         self.data = load_data(opts, cfg, self.device)
-        self.painter = Painter(self.renderer, self.ops, self.mode, cfg.strokes_bg)
+        if opts.renderer == "exact":  # render_strokes in the env and the update: no renderer weights
+            self.renderer = None
+            self.painter = ExactPainter(self.ops, self.mode, cfg.strokes_bg, cfg.size, opts.softness)
+        else:
+            self.renderer = load_renderer_for(cfg, opts.renderer, self.device)
+            self.painter = Painter(self.renderer, self.ops, self.mode, cfg.strokes_bg)
         self.agent = DDPG(cfg, self.mode, self.painter, self.ops, self.data, self.device)
         capacity = cfg.replay_episodes * cfg.max_step  # the baseline's rmsize * max_step transitions
         self.replay = ReplayMemory(max(capacity, cfg.env_batch), cfg.size, cfg.strokes * STROKE_PARAMS, self.device)
@@ -307,8 +341,14 @@ class Trainer:
         self.writer = None  # open during train() (rank 0, unless --no-tensorboard)
 
     # -- checkpoints ------------------------------------------------------------------------
+    def renderer_meta(self) -> dict:
+        """What painted the strokes: {"renderer": "neural"} or {"renderer": "exact", "softness": s}."""
+        if self.painter.kind == "exact":
+            return {"renderer": "exact", "softness": self.painter.softness}
+        return {"renderer": "neural"}
+
     def checkpoint_state(self, replay_token=None) -> dict:
-        return {"mode": self.mode, "config": self.cfg.to_dict(),
+        return {"mode": self.mode, "config": self.cfg.to_dict(), **self.renderer_meta(),
                 "agent": self.agent.state_dict(),
                 "counters": {"step": self.step, "episode": self.episode, "updates": self.updates},
                 "rng": {"torch": torch.get_rng_state(), "gen": self.gen.get_state()},
@@ -344,7 +384,7 @@ class Trainer:
 
         v = self.last_validation if validation is None else validation
         save_actor(path, self.agent.actor, self.cfg, self.mode,
-                   {"episode": self.episode, "step": self.step, "validation": dict(v)})
+                   {"episode": self.episode, "step": self.step, "validation": dict(v)}, **self.renderer_meta())
 
     def load_checkpoint(self, path=None, replay=True):
         path = path or self.ckpt_path
@@ -359,6 +399,12 @@ class Trainer:
             if saved[key] != self.cfg.to_dict()[key]:
                 raise UsageError(f"{path} has {key}={saved[key]}, this run {self.cfg.to_dict()[key]} "
                                  "(use the same --config and stroke options)")
+        saved_renderer = {"renderer": state.get("renderer", "neural")}
+        if saved_renderer["renderer"] == "exact":
+            saved_renderer["softness"] = float(state.get("softness", 1.0))
+        if saved_renderer != self.renderer_meta() and self.rank == 0:  # allowed (fine-tuning), but said
+            print(f"sgfast {COMMAND}: {path} was trained with {_renderer_words(saved_renderer)}; this run "
+                  f"paints with {_renderer_words(self.renderer_meta())}", file=sys.stderr)
         self.agent.load_state_dict(state["agent"])
         c = state["counters"]
         self.step, self.episode, self.updates = int(c["step"]), int(c["episode"]), int(c["updates"])
@@ -540,7 +586,10 @@ def train(opts: AgentTraining) -> int:
         from sgfast.agent.replay import ReplayMemory
 
         bpt = ReplayMemory.bytes_per_transition(cfg.size, cfg.strokes * STROKE_PARAMS)
-        print(f"train-agent: mode {trainer.mode}, config {cfg.name}, ops {trainer.ops.name}, device "
+        painter = trainer.painter
+        rend = (f"renderer exact (softness {painter.softness:g}, render_strokes of {painter.source})"
+                if painter.kind == "exact" else "renderer neural")
+        print(f"train-agent: mode {trainer.mode}, config {cfg.name}, ops {trainer.ops.name}, {rend}, device "
               f"{trainer.device}, ranks {trainer.world}, {cfg.strokes} strokes/step "
               f"({cfg.strokes_bg} bg + {cfg.strokes_fg} fg in sg mode), replay {trainer.replay.capacity} "
               f"transitions x {bpt} B", flush=True)

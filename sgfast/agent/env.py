@@ -2,9 +2,12 @@
 
 State of one environment: the canvas (uint8 between steps), the step t, and the target's dataset
 index and flip bit (the target I, soft mask S, box and GBP map G are read from the data source).
-A step renders the action's K strokes with the neural renderer and composites them in order:
-in `sg` mode the first `strokes_bg` strokes are background strokes (colour gated by 1 - S) and the
-rest foreground strokes (gated by S), paper Eq. 3-4; in `baseline` mode no mask is used.
+A step renders the action's K strokes and composites them in order: in `sg` mode the first
+`strokes_bg` strokes are background strokes (colour gated by 1 - S) and the rest foreground strokes
+(gated by S), paper Eq. 3-4; in `baseline` mode no mask is used. Two painters do this with the same
+call, painter(canvas, action, mask), for the env step and the DDPG update alike: Painter (the
+neural renderer, then composite) and ExactPainter (`render_strokes`: the exact renderer fused with
+compositing, no renderer weights; `train-agent --renderer exact`).
 
 The canvas is requantised to uint8 after every step, as the baseline does (its replay memory holds
 uint8 states); sgfast rounds to nearest where the baseline truncates (truncation darkens the
@@ -12,11 +15,14 @@ canvas by 0.5/255 per step on average).
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from sgfast.strokes import STROKE_PARAMS, as_strokes, paint_neural
 
 MODES = ("sg", "baseline")
+RENDERERS = ("neural", "exact")  # what paints the strokes: Painter, ExactPainter
 
 
 def coord_channels(size: int, device) -> torch.Tensor:
@@ -54,14 +60,15 @@ def critic_channels(mode):
     return 14 if mode == "sg" else 12
 
 
-class Painter:
-    """C_{t+1} = paint(C_t, action): renderer + composite, differentiable in canvas and action."""
+class _StrokePainter:
+    """What both painters share: the mode, the bg/fg layer gates and the argument checks."""
 
-    def __init__(self, renderer, ops, mode, strokes_bg):
+    kind = None
+
+    def __init__(self, mode, strokes_bg, size):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        self.renderer, self.ops, self.mode, self.strokes_bg = renderer, ops, mode, strokes_bg
-        self.size = renderer.config.size
+        self.mode, self.strokes_bg, self.size = mode, strokes_bg, size
         self._layers = {}
 
     def layer(self, k, device):
@@ -70,17 +77,82 @@ class Painter:
             self._layers[key] = torch.arange(k, device=device) >= self.strokes_bg
         return self._layers[key]
 
-    def __call__(self, canvas, action, mask=None):
+    def _strokes(self, canvas, action):
         b, _, h, w = canvas.shape
         if h != self.size or w != self.size:
             raise ValueError(f"canvas is {h}x{w} but the renderer paints {self.size}x{self.size}")
         if action.dim() != 2 or action.shape[0] != b or action.shape[1] % STROKE_PARAMS:
             raise ValueError(f"action must be [B={b}, K*{STROKE_PARAMS}], got {tuple(action.shape)}")
-        strokes = as_strokes(action)
+        return as_strokes(action)
+
+
+class Painter(_StrokePainter):
+    """C_{t+1} = paint(C_t, action): renderer + composite, differentiable in canvas and action."""
+
+    kind = "neural"
+
+    def __init__(self, renderer, ops, mode, strokes_bg):
+        super().__init__(mode, strokes_bg, renderer.config.size)
+        self.renderer, self.ops = renderer, ops
+
+    def __call__(self, canvas, action, mask=None):
+        strokes = self._strokes(canvas, action)
         if self.mode == "sg":
             return paint_neural(self.renderer, self.ops.composite, canvas, strokes, mask,
                                 self.layer(strokes.shape[1], canvas.device))
         return paint_neural(self.renderer, self.ops.composite, canvas, strokes)
+
+
+def check_softness(softness) -> float:
+    """softness as a float (pixels), or ValueError: render_strokes takes a finite number > 0."""
+    try:
+        s = float(softness)
+    except (TypeError, ValueError):
+        raise ValueError(f"softness must be a finite number of pixels > 0, got {softness!r}") from None
+    if isinstance(softness, bool) or not (s > 0 and math.isfinite(s)):
+        raise ValueError(f"softness must be a finite number of pixels > 0, got {softness!r}")
+    return s
+
+
+def render_strokes_op(ops):
+    """(render_strokes of the Ops backend, where it comes from).
+
+    ops.render_strokes once the backend resolves it; until then the fused op for `fused` ops when
+    sgfast.ops has it and the built extension registers it, else the eager reference (which is then
+    what runs: the second item says so)."""
+    fn = getattr(ops, "render_strokes", None)
+    if fn is not None:
+        return fn, f"sgfast.backend ({ops.name})"
+    if getattr(ops, "name", None) == "fused":
+        try:
+            from sgfast.ops import render_strokes as fused
+
+            torch.ops.sgfast.render_strokes  # noqa: B018 -- registered by this build of the extension?
+            return fused, "sgfast.ops"
+        except (ImportError, AttributeError, RuntimeError):
+            pass
+    from sgfast.reference import render_strokes as eager
+
+    return eager, "sgfast.reference"
+
+
+class ExactPainter(_StrokePainter):
+    """C_{t+1} = render_strokes(C_t, strokes, S, layer, softness): the exact renderer fused with
+    compositing (the same bg/fg gates as Painter), differentiable in canvas and action; no renderer
+    weights. softness: the anti-aliasing ramp in pixels."""
+
+    kind = "exact"
+
+    def __init__(self, ops, mode, strokes_bg, size, softness=1.0):
+        super().__init__(mode, strokes_bg, int(size))
+        self.ops, self.softness = ops, check_softness(softness)
+        self.render, self.source = render_strokes_op(ops)
+
+    def __call__(self, canvas, action, mask=None):
+        strokes = self._strokes(canvas, action)
+        if self.mode == "sg":
+            return self.render(canvas, strokes, mask, self.layer(strokes.shape[1], canvas.device), self.softness)
+        return self.render(canvas, strokes, None, None, self.softness)
 
 
 def to_uint8(canvas: torch.Tensor) -> torch.Tensor:
