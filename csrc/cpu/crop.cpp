@@ -55,8 +55,8 @@ void crop_forward_impl(const T* x, const T* boxes, const T* mask, T* out, int64_
     for (int64_t bc = begin; bc < end; ++bc) {
       const int64_t b = bc / C;
       const T* box = boxes + 4 * b;
-      const AxisTable<T> cols{double(box[0]), double(box[2]), w, W};
-      const AxisTable<T> rows{double(box[1]), double(box[3]), h, H};
+      const AxisTable<T> cols{box_axis(box, 1), w, W};
+      const AxisTable<T> rows{box_axis(box, 0), h, H};
       const T* X = x + bc * H * W;
       const T* M = mask ? mask + b * H * W : nullptr;
       T* O = out + bc * h * w;
@@ -114,9 +114,9 @@ void crop_backward_planes(const T* grad, const T* boxes, const T* mask, T* gx, i
     for (int64_t bc = begin; bc < end; ++bc) {
       const int64_t b = bc / C;
       const T* box = boxes + 4 * b;
-      AxisTable<T> cols{double(box[0]), double(box[2]), w, W};
+      AxisTable<T> cols{box_axis(box, 1), w, W};
       cols.build_adjoint();
-      const AxisTable<T> rows{double(box[1]), double(box[3]), h, H};
+      const AxisTable<T> rows{box_axis(box, 0), h, H};
       const T* G = grad + bc * h * w;
       const T* M = mask ? mask + b * H * W : nullptr;
       T* O = gx + bc * H * W;
@@ -168,10 +168,10 @@ void crop_backward_planes(const T* grad, const T* boxes, const T* mask, T* gx, i
           s[q] = acc;
         }
       }
-      const double y = double(box[1]), hb = double(box[3]);
+      const BoxAxis ya = box_axis(box, 0);
       for (int64_t p = rows.lo; p <= rows.hi; ++p) {
         int64_t ilo, ihi;
-        touch_range(y, hb, p, h, H, ilo, ihi);
+        touch_range(ya.start, ya.extent, p, h, H, ilo, ihi);
         T* o = O + p * W;
         for (int64_t i = ilo; i <= ihi; ++i) {
           const T wt = tap_weight_on(rows.tap(i), p);

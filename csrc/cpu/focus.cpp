@@ -38,8 +38,8 @@ struct Tables {
     cols.reserve(d.B);
     for (int64_t b = 0; b < d.B; ++b) {
       const T* box = boxes + 4 * b;
-      cols.emplace_back(double(box[0]), double(box[2]), d.w, d.W);
-      rows.emplace_back(double(box[1]), double(box[3]), d.h, d.H);
+      cols.emplace_back(box_axis(box, 1), d.w, d.W);
+      rows.emplace_back(box_axis(box, 0), d.h, d.H);
     }
   }
 };

@@ -1,10 +1,12 @@
 // CUDA kernels of composite, composite_frames and _composite_backward (math in kernels/composite.h).
 //
 // One thread per pixel (all 3 channels: alpha is shared by them). The backward recomputes the
-// intermediate canvases in registers and reduces the colour gradient without atomics: each block
-// sums its threads' terms in a fixed order (warp shuffles, then warp partials) into a per-(image,
-// tile) slot, and the slots are summed with at::sum. The grid depends only on the shape, so two
-// runs give bitwise equal gradients on any device.
+// intermediate canvases in registers, G strokes at a time (BackwardConfig), and reduces the colour
+// gradient without atomics: each block sums its threads' terms in a fixed order (warp shuffles,
+// then the warps in order, in double) into a per-(image, tile) slot, and a second kernel adds each
+// image's slots in tile order (not at::sum, whose split depends on the GPU's SM count). The grid
+// depends only on the shape (kernels/composite.h: backward_grid), so the gradients are bitwise
+// equal on any device and any run.
 #include <torch/library.h>
 
 #include "cuda/cuda_utils.cuh"
@@ -14,7 +16,6 @@ namespace sgfast {
 namespace {
 
 using composite::Args;
-using composite::kGroup;
 
 template <typename T>
 const T* opt_ptr(const at::Tensor& t) {
@@ -36,56 +37,96 @@ __global__ void forward_kernel(int64_t total, int64_t K, int64_t hw, const T* __
   }
 }
 
-// Sum over the block in a fixed order; the result is valid in thread 0. `scratch` holds 32 values.
+// The backward's group size per type, and its colour-gradient accumulators in shared memory (not
+// registers). ptxas -v for sm_90 (setup.py's flags, 256 threads): the first kernel (16 strokes, 48
+// accumulators in registers, 48 block reductions per group) used 218 registers in float (one block
+// per SM, 12.5% occupancy) and 255 with spills in double; this one 128 in float and 121 in double, no
+// spills (two blocks per SM). Also measured: 16/8 strokes with register accumulators 218/188
+// registers; 8/4 with register accumulators 144/124; 4/2 strokes and 8/4 capped at 64 or 80
+// registers (launch bounds) all spill. Smaller groups recompute more for K above the group size
+// (O(K^2 / G) per pixel): the paper's K = 5 is one group in either type.
 template <typename T>
-__device__ T block_sum(T v, T* scratch) {
-  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_down_sync(0xffffffffu, v, offset);
+struct BackwardConfig;
+template <>
+struct BackwardConfig<float> {
+  static constexpr int kG = 8;
+};
+template <>
+struct BackwardConfig<double> {
+  static constexpr int kG = 4;
+};
+
+// Accumulators in shared memory, one column per thread: [G * 3][kThreads] (no bank conflicts, no
+// registers held across the pixel loop).
+template <typename T>
+struct SmemAcc {
+  T* base;
+  __device__ __forceinline__ void add(int j, int ch, T v) const {
+    T& a = base[(j * 3 + ch) * kThreads + threadIdx.x];
+    a = a + v;
+  }
+};
+
+// The block's sums of count * 3 accumulators (value(slot) of this thread) in a fixed order: each
+// warp adds its lanes with shuffles (in double), then thread s adds the warps' sums of slot s in
+// warp order into part[s]. Two barriers per group (the old kernel: two per accumulator).
+template <typename F>
+__device__ __forceinline__ void block_sums(int count3, const F& value, double (*s_warp)[3 * 16], double* part) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  if (lane == 0) scratch[warp] = v;
+  for (int slot = 0; slot < count3; ++slot) {
+    double v = value(slot);
+    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_down_sync(0xffffffffu, v, offset);
+    if (lane == 0) s_warp[warp][slot] = v;
+  }
   __syncthreads();
-  T total = T(0);
-  if (threadIdx.x == 0)
-    for (int w = 0; w < (int)(blockDim.x >> 5); ++w) total += scratch[w];
+  if (threadIdx.x < count3) {
+    double total = 0.0;
+    for (int w = 0; w < kThreads / 32; ++w) total += s_warp[w][threadIdx.x];
+    part[threadIdx.x] = total;
+  }
   __syncthreads();
-  return total;
 }
 
-// blockIdx.x = tile of the image (grid-stride over its pixels), blockIdx.y = image (grid-stride).
-// partial: [B, tiles, K, 3] colour-gradient sums per tile.
+// blockIdx.x = tile of the image (grid-stride over its pixels), blockIdx.y = image (looped by
+// gridDim.y beyond 65535 images). partial: [B, tiles, K, 3] colour-gradient sums per tile, double.
 template <typename T>
-__global__ void backward_kernel(int64_t B, int64_t K, int64_t hw, const T* __restrict__ grad_out,
-                                const T* __restrict__ canvas, const T* __restrict__ alpha,
-                                const T* __restrict__ color, const T* __restrict__ mask,
-                                const bool* __restrict__ layer, T* __restrict__ grad_canvas,
-                                T* __restrict__ grad_alpha, T* __restrict__ partial) {
-  __shared__ T scratch[32];
+__global__ void __launch_bounds__(kThreads)
+    backward_kernel(int64_t B, int64_t K, int64_t hw, const T* __restrict__ grad_out, const T* __restrict__ canvas,
+                    const T* __restrict__ alpha, const T* __restrict__ color, const T* __restrict__ mask,
+                    const bool* __restrict__ layer, T* __restrict__ grad_canvas, T* __restrict__ grad_alpha,
+                    double* __restrict__ partial) {
+  constexpr int G = BackwardConfig<T>::kG;
+  static_assert(G <= 16, "block_sums holds at most 16 strokes");
+  __shared__ double s_warp[kThreads / 32][3 * 16];
+  __shared__ T s_acc[G * 3 * kThreads];
+  const SmemAcc<T> acc{s_acc};
   const int64_t tiles = gridDim.x;
   for (int64_t b = blockIdx.y; b < B; b += gridDim.y) {
-    for (int64_t k0 = 0; k0 < K; k0 += kGroup) {
-      const int64_t k1 = k0 + kGroup < K ? k0 + kGroup : K;
-      T dcol[kGroup][3];
-#pragma unroll
-      for (int j = 0; j < kGroup; ++j)
-#pragma unroll
-        for (int ch = 0; ch < 3; ++ch) dcol[j][ch] = T(0);
+    for (int64_t k0 = 0; k0 < K; k0 += G) {
+      const int64_t k1 = k0 + G < K ? k0 + G : K;
+      const int count = static_cast<int>(k1 - k0);
+      for (int slot = 0; slot < 3 * G; ++slot) s_acc[slot * kThreads + threadIdx.x] = T(0);  // own column only
       for (int64_t p = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; p < hw; p += (int64_t)blockDim.x * tiles) {
-        composite::backward_group_px<composite::ScalarIO<T>, T>(K, hw, k0, k1, grad_out + b * 3 * hw + p, canvas + b * 3 * hw + p,
-                                              alpha + b * K * hw + p, color + b * K * 3,
-                                              mask ? mask + b * hw + p : nullptr, layer, grad_canvas + b * 3 * hw + p,
-                                              grad_alpha + b * K * hw + p, dcol);
+        composite::backward_group_px<composite::ScalarIO<T>, T, G>(
+            K, hw, k0, k1, grad_out + b * 3 * hw + p, canvas + b * 3 * hw + p, alpha + b * K * hw + p,
+            color + b * K * 3, mask ? mask + b * hw + p : nullptr, layer, grad_canvas + b * 3 * hw + p,
+            grad_alpha + b * K * hw + p, acc);
       }
-      T* part = partial + (b * tiles + blockIdx.x) * K * 3;
-#pragma unroll
-      for (int j = 0; j < kGroup; ++j) {
-        if (j < k1 - k0) {
-#pragma unroll
-          for (int ch = 0; ch < 3; ++ch) {
-            const T s = block_sum(dcol[j][ch], scratch);
-            if (threadIdx.x == 0) part[(k0 + j) * 3 + ch] = s;
-          }
-        }
-      }
+      double* part = partial + ((b * tiles + blockIdx.x) * K + k0) * 3;
+      block_sums(count * 3, [&](int slot) { return double(s_acc[slot * kThreads + threadIdx.x]); }, s_warp, part);
     }
+  }
+}
+
+// grad_color[b, k, ch] = the tiles' partial sums of image b in tile order (double), then rounded.
+template <typename T>
+__global__ void color_sum_kernel(const double* __restrict__ partial, T* __restrict__ grad_color, int64_t B,
+                                 int64_t tiles, int64_t K3) {
+  SGFAST_KERNEL_LOOP(e, B * K3) {
+    const int64_t b = e / K3, j = e % K3;
+    double total = 0.0;
+    for (int64_t t = 0; t < tiles; ++t) total += partial[(b * tiles + t) * K3 + j];
+    grad_color[e] = static_cast<T>(total);
   }
 }
 
@@ -133,18 +174,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> composite_backward_cuda(
     return {at::empty_like(a.canvas), at::empty_like(a.alpha), at::zeros_like(a.color)};
   at::Tensor grad_canvas = at::empty_like(a.canvas);
   at::Tensor grad_alpha = at::empty_like(a.alpha);
-  // Tiles per image from the shape only (about 4 pixels per thread), never from the device.
-  const int64_t tiles = std::min<int64_t>(1024, std::max<int64_t>(1, (hw + 4 * kThreads - 1) / (4 * kThreads)));
-  at::Tensor partial = at::empty({a.B, tiles, a.K, 3}, a.canvas.options());
-  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(std::min<int64_t>(a.B, 65535)));
+  at::Tensor grad_color = at::empty_like(a.color);
+  const Grid grid = composite::backward_grid(a.B, hw);
+  at::Tensor partial = at::empty({a.B, grid.x, a.K, 3}, a.canvas.options().dtype(at::kDouble));
+  const dim3 blocks = to_dim3(grid, "composite backward_kernel");
+  const cudaStream_t stream = current_stream();
   AT_DISPATCH_FLOATING_TYPES(a.canvas.scalar_type(), "sgfast::_composite_backward", [&] {
-    backward_kernel<scalar_t><<<grid, kThreads, 0, current_stream()>>>(
+    backward_kernel<scalar_t><<<blocks, kThreads, 0, stream>>>(
         a.B, a.K, hw, g.data_ptr<scalar_t>(), a.canvas.data_ptr<scalar_t>(), a.alpha.data_ptr<scalar_t>(),
         a.color.data_ptr<scalar_t>(), opt_ptr<scalar_t>(a.mask), layer_ptr(a), grad_canvas.data_ptr<scalar_t>(),
-        grad_alpha.data_ptr<scalar_t>(), partial.data_ptr<scalar_t>());
+        grad_alpha.data_ptr<scalar_t>(), partial.data_ptr<double>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    color_sum_kernel<scalar_t><<<blocks_for(a.B * a.K * 3), kThreads, 0, stream>>>(
+        partial.data_ptr<double>(), grad_color.data_ptr<scalar_t>(), a.B, grid.x, a.K * 3);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return {grad_canvas, grad_alpha, partial.sum(1)};
+  return {grad_canvas, grad_alpha, grad_color};
 }
 
 }  // namespace

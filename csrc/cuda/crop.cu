@@ -1,13 +1,17 @@
 // aligned_crop on CUDA.
 //
-// Forward: one thread per output pixel; its four bilinear weights (times the mask) are computed
-// once and reused for every channel. Backward: two deterministic GATHER passes, no atomics:
+// First the tap tables of the batch (kernels/crop.h: fill_tap_tables, through build_axis_taps, the
+// function that fills the CPU's AxisTable: positions in double, weights in the tensor's type), one
+// thread per (image, axis). Forward: one thread per output pixel, all channels (crop_forward_pixel).
+// Backward: two deterministic GATHER passes, no atomics:
 //   1. colsum[b, c, i, q] = sum over output columns j touching input column q of wx_j(q) g[b, c, i, j]
 //   2. grad_x[b, c, p, q] = mask[b, p, q] * sum over output rows i touching input row p of wy_i(p) colsum[b, c, i, q]
-// The touching ranges come from touch_range (csrc/kernels/crop.h, the same code the CPU backward
-// uses), so the result is bitwise reproducible and needs no deterministic-mode fallback.
+// (crop_backward_col / crop_backward_row; the touching ranges from touch_range in double, as the CPU
+// backward), so the result is bitwise reproducible and needs no deterministic-mode fallback. The
+// per-element functions do the CPU kernels' arithmetic, so non-finite inputs give what the CPU gives.
 #include <torch/library.h>
 
+#include "cuda/crop_tables.cuh"
 #include "cuda/cuda_utils.cuh"
 #include "kernels/crop.h"
 
@@ -16,96 +20,81 @@ namespace sgfast {
 namespace {
 
 template <typename T>
-__global__ void crop_forward_kernel(const T* __restrict__ x, const T* __restrict__ boxes, const T* __restrict__ mask,
-                                    T* __restrict__ out, int64_t B, int64_t C, int64_t H, int64_t W, int64_t h,
-                                    int64_t w) {
-  SGFAST_KERNEL_LOOP(idx, B * h * w) {
-    const int64_t j = idx % w, i = (idx / w) % h, b = idx / (w * h);
-    const T* box = boxes + 4 * b;
-    const AxisTap<T> tx = axis_tap(crop_coord(box[0], box[2], j, w, W), W);
-    const AxisTap<T> ty = axis_tap(crop_coord(box[1], box[3], i, h, H), H);
-    // The four taps' weights, mask folded in, shared by all channels.
-    const int64_t o00 = ty.i0 * W + tx.i0, o01 = ty.i0 * W + tx.i1, o10 = ty.i1 * W + tx.i0, o11 = ty.i1 * W + tx.i1;
-    T w00 = ty.w0 * tx.w0, w01 = ty.w0 * tx.w1, w10 = ty.w1 * tx.w0, w11 = ty.w1 * tx.w1;
-    if (mask != nullptr) {
-      const T* m = mask + b * H * W;
-      w00 = w00 != T(0) ? w00 * m[o00] : T(0);
-      w01 = w01 != T(0) ? w01 * m[o01] : T(0);
-      w10 = w10 != T(0) ? w10 * m[o10] : T(0);
-      w11 = w11 != T(0) ? w11 * m[o11] : T(0);
-    }
-    for (int64_t c = 0; c < C; ++c) {
-      const T* X = x + (b * C + c) * H * W;
-      T v = T(0);
-      if (w00 != T(0)) v += w00 * X[o00];
-      if (w01 != T(0)) v += w01 * X[o01];
-      if (w10 != T(0)) v += w10 * X[o10];
-      if (w11 != T(0)) v += w11 * X[o11];
-      out[((b * C + c) * h + i) * w + j] = v;
-    }
+__global__ void tap_table_kernel(TapLayout L, const T* __restrict__ boxes, int64_t H, int64_t W,
+                                 int64_t* __restrict__ idx, T* __restrict__ wts) {
+  SGFAST_KERNEL_LOOP(item, 2 * L.B) { fill_tap_tables<T>(L, boxes, H, W, item, idx, wts); }
+}
+
+template <typename T>
+__global__ void crop_forward_kernel(TapLayout L, const int64_t* __restrict__ idx, const T* __restrict__ wts,
+                                    const T* __restrict__ x, const T* __restrict__ mask, T* __restrict__ out,
+                                    int64_t C, int64_t H, int64_t W) {
+  const TapTables<T> tab(L, idx, wts);
+  SGFAST_KERNEL_LOOP(e, L.B * L.h * L.w) {
+    const int64_t j = e % L.w, i = (e / L.w) % L.h, b = e / (L.w * L.h);
+    crop_forward_pixel(tab, x, mask, out, b, i, j, C, H, W);
   }
 }
 
 // Pass 1: gather along the columns. grad [B, C, h, w] -> colsum [B, C, h, W].
 template <typename T>
-__global__ void crop_backward_cols_kernel(const T* __restrict__ grad, const T* __restrict__ boxes,
-                                          T* __restrict__ colsum, int64_t B, int64_t C, int64_t W, int64_t h,
-                                          int64_t w) {
-  SGFAST_KERNEL_LOOP(idx, B * C * h * W) {
-    const int64_t q = idx % W, row = idx / W;  // row = (b * C + c) * h + i
-    const int64_t b = row / (C * h);
-    const T* box = boxes + 4 * b;
-    int64_t lo, hi;
-    touch_range(box[0], box[2], q, w, W, lo, hi);
-    const T* g = grad + row * w;
-    T acc = T(0);
-    for (int64_t j = lo; j <= hi; ++j) {
-      const T wt = tap_weight_on(axis_tap(crop_coord(box[0], box[2], j, w, W), W), q);
-      if (wt != T(0)) acc += wt * g[j];
-    }
-    colsum[idx] = acc;
+__global__ void crop_backward_cols_kernel(TapLayout L, const int64_t* __restrict__ idx, const T* __restrict__ wts,
+                                          const T* __restrict__ grad, const T* __restrict__ boxes,
+                                          T* __restrict__ colsum, int64_t C, int64_t W) {
+  const TapTables<T> tab(L, idx, wts);
+  SGFAST_KERNEL_LOOP(e, L.B * C * L.h * W) {
+    const int64_t q = e % W, row = e / W;  // row = (b * C + c) * h + i
+    const int64_t b = row / (C * L.h);
+    colsum[e] = crop_backward_col(tab, boxes + 4 * b, grad + row * L.w, b, q, W);
   }
 }
 
 // Pass 2: gather along the rows, then apply the mask. colsum [B, C, h, W] -> grad_x [B, C, H, W].
 template <typename T>
-__global__ void crop_backward_rows_kernel(const T* __restrict__ colsum, const T* __restrict__ boxes,
-                                          const T* __restrict__ mask, T* __restrict__ gx, int64_t B, int64_t C,
-                                          int64_t H, int64_t W, int64_t h) {
-  SGFAST_KERNEL_LOOP(idx, B * C * H * W) {
-    const int64_t q = idx % W, p = (idx / W) % H, bc = idx / (W * H), b = bc / C;
-    const T* box = boxes + 4 * b;
-    int64_t lo, hi;
-    touch_range(box[1], box[3], p, h, H, lo, hi);
-    const T* s = colsum + bc * h * W + q;
-    T acc = T(0);
-    for (int64_t i = lo; i <= hi; ++i) {
-      const T wt = tap_weight_on(axis_tap(crop_coord(box[1], box[3], i, h, H), H), p);
-      if (wt != T(0)) acc += wt * s[i * W];
-    }
-    if (mask != nullptr) acc *= mask[(b * H + p) * W + q];
-    gx[idx] = acc;
+__global__ void crop_backward_rows_kernel(TapLayout L, const int64_t* __restrict__ idx, const T* __restrict__ wts,
+                                          const T* __restrict__ colsum, const T* __restrict__ boxes,
+                                          const T* __restrict__ mask, T* __restrict__ gx, int64_t C, int64_t H,
+                                          int64_t W) {
+  const TapTables<T> tab(L, idx, wts);
+  SGFAST_KERNEL_LOOP(e, L.B * C * H * W) {
+    const int64_t q = e % W, p = (e / W) % H, bc = e / (W * H), b = bc / C;
+    gx[e] = crop_backward_row(tab, boxes + 4 * b, colsum + bc * L.h * W, mask, b, p, q, H, W);
   }
 }
 
 }  // namespace
 
-// grad [B, C, h, w] (contiguous) -> grad_x [B, C, in_h, in_w]. Also used by focus.cu.
+CudaTapTables make_tap_tables_cuda(const at::Tensor& boxes, int64_t H, int64_t W, int64_t h, int64_t w) {
+  const TapLayout L{boxes.size(0), h, w};
+  CudaTapTables t{L, at::empty({L.idx_size()}, boxes.options().dtype(at::kLong)),
+                  at::empty({L.wts_size()}, boxes.options())};
+  if (L.B == 0) return t;
+  AT_DISPATCH_FLOATING_TYPES(boxes.scalar_type(), "sgfast_tap_tables_cuda", [&] {
+    tap_table_kernel<scalar_t><<<blocks_for(2 * L.B), kThreads, 0, current_stream()>>>(
+        L, boxes.data_ptr<scalar_t>(), H, W, t.idx.data_ptr<int64_t>(), t.wts.data_ptr<scalar_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return t;
+}
+
 at::Tensor crop_backward_cuda_impl(const at::Tensor& grad, const at::Tensor& boxes, const at::Tensor& mask,
-                                   int64_t in_h, int64_t in_w) {
-  const int64_t B = grad.size(0), C = grad.size(1), h = grad.size(2), w = grad.size(3);
+                                   const CudaTapTables& tab, int64_t in_h, int64_t in_w) {
+  const int64_t B = grad.size(0), C = grad.size(1), h = grad.size(2);
   at::Tensor gx = at::empty({B, C, in_h, in_w}, grad.options());
   if (gx.numel() == 0) return gx;
-  if (h == 0 || w == 0) return gx.zero_();
+  if (grad.numel() == 0) return gx.zero_();
   at::Tensor colsum = at::empty({B, C, h, in_w}, grad.options());
   const cudaStream_t stream = current_stream();
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "aligned_crop_backward_cuda", [&] {
-    crop_backward_cols_kernel<scalar_t><<<blocks_for(colsum.numel()), kThreads, 0, stream>>>(
-        grad.data_ptr<scalar_t>(), boxes.data_ptr<scalar_t>(), colsum.data_ptr<scalar_t>(), B, C, in_w, h, w);
+    using T = scalar_t;
+    const int64_t* idx = tab.idx.data_ptr<int64_t>();
+    const T* wts = tab.wts.data_ptr<T>();
+    crop_backward_cols_kernel<T><<<blocks_for(colsum.numel()), kThreads, 0, stream>>>(
+        tab.layout, idx, wts, grad.data_ptr<T>(), boxes.data_ptr<T>(), colsum.data_ptr<T>(), C, in_w);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    crop_backward_rows_kernel<scalar_t><<<blocks_for(gx.numel()), kThreads, 0, stream>>>(
-        colsum.data_ptr<scalar_t>(), boxes.data_ptr<scalar_t>(),
-        mask.defined() ? mask.data_ptr<scalar_t>() : nullptr, gx.data_ptr<scalar_t>(), B, C, in_h, in_w, h);
+    crop_backward_rows_kernel<T><<<blocks_for(gx.numel()), kThreads, 0, stream>>>(
+        tab.layout, idx, wts, colsum.data_ptr<T>(), boxes.data_ptr<T>(), mask.defined() ? mask.data_ptr<T>() : nullptr,
+        gx.data_ptr<T>(), C, in_h, in_w);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return gx;
@@ -120,10 +109,12 @@ at::Tensor aligned_crop_cuda(const at::Tensor& x, const at::Tensor& boxes, int64
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   at::Tensor out = at::empty({B, C, out_h, out_w}, x.options());
   if (out.numel() == 0) return out;
+  const CudaTapTables tab = make_tap_tables_cuda(bc, H, W, out_h, out_w);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "aligned_crop_cuda", [&] {
-    crop_forward_kernel<scalar_t><<<blocks_for(B * out_h * out_w), kThreads, 0, current_stream()>>>(
-        xc.data_ptr<scalar_t>(), bc.data_ptr<scalar_t>(), mc.defined() ? mc.data_ptr<scalar_t>() : nullptr,
-        out.data_ptr<scalar_t>(), B, C, H, W, out_h, out_w);
+    using T = scalar_t;
+    crop_forward_kernel<T><<<blocks_for(B * out_h * out_w), kThreads, 0, current_stream()>>>(
+        tab.layout, tab.idx.data_ptr<int64_t>(), tab.wts.data_ptr<T>(), xc.data_ptr<T>(),
+        mc.defined() ? mc.data_ptr<T>() : nullptr, out.data_ptr<T>(), C, H, W);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;
@@ -133,8 +124,9 @@ at::Tensor aligned_crop_backward_cuda(const at::Tensor& grad_out, const at::Tens
                                       const c10::optional<at::Tensor>& mask, int64_t in_h, int64_t in_w) {
   check_crop_backward(grad_out, boxes, mask, in_h, in_w);
   const c10::cuda::CUDAGuard guard(grad_out.device());
-  return crop_backward_cuda_impl(grad_out.contiguous(), boxes.contiguous(),
-                                 mask.has_value() ? mask->contiguous() : at::Tensor(), in_h, in_w);
+  const at::Tensor g = grad_out.contiguous(), bc = boxes.contiguous();
+  const CudaTapTables tab = make_tap_tables_cuda(bc, in_h, in_w, g.size(2), g.size(3));
+  return crop_backward_cuda_impl(g, bc, mask.has_value() ? mask->contiguous() : at::Tensor(), tab, in_h, in_w);
 }
 
 TORCH_LIBRARY_IMPL(sgfast, CUDA, m) {

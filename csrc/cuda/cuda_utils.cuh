@@ -7,13 +7,19 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include "kernels/common.h"
+
 namespace sgfast {
 
-constexpr int kThreads = 256;
+// Blocks of a 1-d grid-stride loop over n items (kernels/common.h: stride_blocks, always in range).
+inline unsigned blocks_for(int64_t n, int threads = kThreads) { return static_cast<unsigned>(stride_blocks(n, threads)); }
 
-inline int64_t blocks_for(int64_t n, int threads = kThreads) {
-  const int64_t b = (n + threads - 1) / threads;
-  return b < 1 ? 1 : (b > 65535 * 32 ? 65535 * 32 : b);
+// A 64-bit grid narrowed to dim3 only after checking it against the launch limits (a too-large
+// grid would otherwise wrap around or fail with "invalid configuration argument").
+inline dim3 to_dim3(const Grid& g, const char* kernel) {
+  TORCH_CHECK(grid_fits(g), "sgfast: internal error: grid (", g.x, ", ", g.y, ") of ", kernel,
+              " exceeds the CUDA launch limits");
+  return dim3(static_cast<unsigned>(g.x), static_cast<unsigned>(g.y));
 }
 
 inline cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }

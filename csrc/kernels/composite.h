@@ -34,6 +34,16 @@ namespace composite {
 // Strokes whose intermediate canvases are kept at once by the backward.
 constexpr int kGroup = 16;
 
+// ---- Launch arithmetic of the CUDA backward (host code, shared with the CPU twins' tests).
+// Tiles per image from the shape only (about 4 pixels per thread, at most 1024), never from the
+// device, so the colour gradient's summation order depends on the shape alone; images beyond
+// grid.y's 65535 are looped over.
+inline int64_t backward_tiles(int64_t hw) {
+  const int64_t t = (hw + 4 * kThreads - 1) / (4 * kThreads);
+  return t < 1 ? 1 : (t > 1024 ? 1024 : t);
+}
+inline Grid backward_grid(int64_t B, int64_t hw) { return Grid{backward_tiles(hw), images_grid_y(B)}; }
+
 // One pixel per value.
 template <typename T>
 struct ScalarIO {
@@ -89,15 +99,24 @@ SGFAST_CFN void forward_px(int64_t K, int64_t hw, const T* __restrict__ canvas, 
 // saved[j] is read only for j < count, where it was written.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
-// Backward of strokes [k0, k1) (k1 - k0 <= kGroup) for one value. Writes grad_alpha of those
-// strokes, adds the colour gradient terms to dcol[k - k0][ch] (per lane), and writes grad_canvas
-// (= g_0) when k0 == 0.
-template <typename IO, typename T>
+// Colour-gradient accumulators of a group kept in an array of values (registers once inlined).
+template <typename V, int G>
+struct ArrayAcc {
+  V (&a)[G][3];
+  SGFAST_CFN void add(int j, int ch, V v) const { a[j][ch] = a[j][ch] + v; }
+};
+
+// Backward of strokes [k0, k1) (k1 - k0 <= G) for one value. Writes grad_alpha of those strokes,
+// adds the colour gradient terms of stroke k0 + j, channel ch to dcol (dcol.add(j, ch, term), per
+// lane), and writes grad_canvas (= g_0) when k0 == 0. G (the group size) and where the accumulators
+// live are the caller's: the CPU keeps kGroup in arrays, the CUDA kernel chooses per type
+// (csrc/cuda/composite.cu).
+template <typename IO, typename T, int G, typename Acc>
 SGFAST_CFN void backward_group_px(int64_t K, int64_t hw, int64_t k0, int64_t k1, const T* __restrict__ grad_out,
                                   const T* __restrict__ canvas, const T* __restrict__ alpha,
                                   const T* __restrict__ color, const T* __restrict__ mask,
                                   const bool* __restrict__ layer, T* __restrict__ grad_canvas,
-                                  T* __restrict__ grad_alpha, typename IO::V (&dcol)[kGroup][3]) {
+                                  T* __restrict__ grad_alpha, const Acc& dcol) {
   using V = typename IO::V;
   const bool has_mask = mask != nullptr;
   const V s = has_mask ? IO::load(mask) : IO::splat(T(0));
@@ -125,9 +144,9 @@ SGFAST_CFN void backward_group_px(int64_t K, int64_t hw, int64_t k0, int64_t k1,
 
   // Forward through the group, keeping every C_k (registers once unrolled).
   const int count = static_cast<int>(k1 - k0);
-  V saved[kGroup][3];
+  V saved[G][3];
   SGFAST_UNROLL
-  for (int j = 0; j < kGroup; ++j) {
+  for (int j = 0; j < G; ++j) {
     if (j < count) {
       const int64_t k = k0 + j;
       T p, q;
@@ -143,7 +162,7 @@ SGFAST_CFN void backward_group_px(int64_t K, int64_t hw, int64_t k0, int64_t k1,
 
   // Reverse through the group.
   SGFAST_UNROLL
-  for (int j = kGroup - 1; j >= 0; --j) {
+  for (int j = G - 1; j >= 0; --j) {
     if (j < count) {
       const int64_t k = k0 + j;
       T p, q;
@@ -156,7 +175,7 @@ SGFAST_CFN void backward_group_px(int64_t K, int64_t hw, int64_t k0, int64_t k1,
       for (int ch = 0; ch < 3; ++ch) {
         const V col = IO::splat(color[k * 3 + ch]);
         da = da + g[ch] * (col * m - saved[j][ch]);
-        dcol[j][ch] = dcol[j][ch] + g[ch] * am;
+        dcol.add(j, ch, g[ch] * am);
         g[ch] = g[ch] * keep;
       }
       IO::store(grad_alpha + k * hw, da);
@@ -165,6 +184,17 @@ SGFAST_CFN void backward_group_px(int64_t K, int64_t hw, int64_t k0, int64_t k1,
 
   if (k0 == 0)
     for (int ch = 0; ch < 3; ++ch) IO::store(grad_canvas + ch * hw, g[ch]);
+}
+
+// The CPU kernels' form: groups of kGroup, accumulators dcol[k - k0][ch].
+template <typename IO, typename T>
+SGFAST_CFN void backward_group_px(int64_t K, int64_t hw, int64_t k0, int64_t k1, const T* __restrict__ grad_out,
+                                  const T* __restrict__ canvas, const T* __restrict__ alpha,
+                                  const T* __restrict__ color, const T* __restrict__ mask,
+                                  const bool* __restrict__ layer, T* __restrict__ grad_canvas,
+                                  T* __restrict__ grad_alpha, typename IO::V (&dcol)[kGroup][3]) {
+  backward_group_px<IO, T, kGroup>(K, hw, k0, k1, grad_out, canvas, alpha, color, mask, layer, grad_canvas,
+                                   grad_alpha, ArrayAcc<typename IO::V, kGroup>{dcol});
 }
 #if !defined(__CUDACC__)
 #pragma GCC diagnostic pop

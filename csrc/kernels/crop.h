@@ -9,9 +9,16 @@
 // (pixel centres at k + 0.5 in units of 1/n, the align_corners=False convention), and likewise for
 // rows with (y, h). A bilinear tap is the product of one column tap and one row tap, so each image
 // needs only O(h + w) weights, computed once and shared by every channel.
+//
+// Every kernel, CPU and CUDA, takes its taps from one table builder (build_axis_taps): positions in
+// double whatever the tensor's type (float32 positions are off by ~5e-5 px at 1024 px), weights
+// rounded to the tensor's type. The CUDA kernels' per-element functions (crop_forward_pixel,
+// crop_backward_col, crop_backward_row, focus_pixel, focus_grad_pixel) live here too, so the CPU
+// build runs them (csrc/cpu/emulate_cuda.cpp, tests/test_cuda_twins.py) against the CPU kernels.
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "checks.h"
@@ -21,6 +28,14 @@ namespace sgfast {
 
 SGFAST_HD float crop_floor(float v) { return floorf(v); }
 SGFAST_HD double crop_floor(double v) { return ::floor(v); }
+
+SGFAST_HD bool crop_finite(double v) {
+#if defined(__CUDA_ARCH__)
+  return isfinite(v);
+#else
+  return std::isfinite(v);
+#endif
+}
 
 // Sampling position, in input pixels, of output index k along one axis.
 template <typename A>
@@ -61,6 +76,75 @@ SGFAST_HD A tap_weight_on(const AxisTap<A>& t, int64_t p) {
   return (t.i0 == p ? t.w0 : A(0)) + (t.i1 == p ? t.w1 : A(0));
 }
 
+// The tap of output index k of a box (start, extent) along one axis, as every kernel uses it: the
+// position in double, the weights rounded to T. A non-finite start or extent gives NaN weights on
+// index 0, so the image's outputs and gradients are NaN instead of silently 0 (the Python wrappers
+// refuse such boxes on the CPU; on CUDA that check would cost a host sync per call).
+template <typename T>
+SGFAST_HD AxisTap<T> box_tap(double start, double extent, int64_t k, int64_t n_out, int64_t n_in) {
+  if (!(crop_finite(start) && crop_finite(extent))) {
+    const T nan = std::numeric_limits<T>::quiet_NaN();
+    return AxisTap<T>{0, 0, nan, nan};
+  }
+  const AxisTap<double> t = axis_tap(crop_coord(start, extent, k, n_out, n_in), n_in);
+  return AxisTap<T>{t.i0, t.i1, T(t.w0), T(t.w1)};
+}
+
+// (start, extent) of one axis of a box (x, y, w, h): axis 0 = rows (y, h), 1 = columns (x, w), in
+// double. A box with any non-finite value gives NaN on both axes, so every output of its image is
+// NaN (box_tap), not only those of the axis that holds the bad value.
+struct BoxAxis {
+  double start, extent;
+};
+
+template <typename T>
+SGFAST_HD BoxAxis box_axis(const T* box, int axis) {
+  if (!(crop_finite(double(box[0])) && crop_finite(double(box[1])) && crop_finite(double(box[2])) &&
+        crop_finite(double(box[3])))) {
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    return BoxAxis{nan, nan};
+  }
+  return axis == 0 ? BoxAxis{double(box[1]), double(box[3])} : BoxAxis{double(box[0]), double(box[2])};
+}
+
+// The taps of every output index of one axis: i0, i1, w0, w1 [n_out] and [lo, hi], the first and
+// last input index a nonzero-weight tap reads (hi < lo: none; then lo = 0, hi = -1). Zero-weight
+// taps point at lo (0 when none), so every index is safe to read; the kernels read them where the
+// CPU kernels always have (a zero-weight column tap is read and multiplied by 0, a zero-weight row
+// tap of the crop is skipped), which decides where non-finite inputs show up. The CPU's AxisTable
+// and the CUDA tap tables are both filled by this function.
+template <typename T, typename I>
+SGFAST_HD void build_axis_taps(double start, double extent, int64_t n_out, int64_t n_in, I* i0, I* i1, T* w0,
+                               T* w1, int64_t* lo_out, int64_t* hi_out) {
+  int64_t lo = n_in, hi = -1;
+  for (int64_t k = 0; k < n_out; ++k) {
+    const AxisTap<T> t = box_tap<T>(start, extent, k, n_out, n_in);
+    i0[k] = I(t.i0);
+    i1[k] = I(t.i1);
+    w0[k] = t.w0;
+    w1[k] = t.w1;
+    if (t.w0 != T(0)) {
+      lo = t.i0 < lo ? t.i0 : lo;
+      hi = t.i0 > hi ? t.i0 : hi;
+    }
+    if (t.w1 != T(0)) {
+      lo = t.i1 < lo ? t.i1 : lo;
+      hi = t.i1 > hi ? t.i1 : hi;
+    }
+  }
+  if (hi < lo) {
+    lo = 0;
+    hi = -1;
+  }
+  const int64_t safe = hi < lo ? 0 : lo;
+  for (int64_t k = 0; k < n_out; ++k) {
+    if (w0[k] == T(0)) i0[k] = I(safe);
+    if (w1[k] == T(0)) i1[k] = I(safe);
+  }
+  *lo_out = lo;
+  *hi_out = hi;
+}
+
 // The output indices [lo, hi] (inclusive; empty when hi < lo) whose taps can touch input index p:
 // those with u(k) in (p - 1, p + 1). u is affine in k, so the range is solved in O(1); it is
 // widened by a margin (0.01 px and one index each side) so that rounding never drops an index, and
@@ -69,11 +153,12 @@ SGFAST_HD A tap_weight_on(const AxisTap<A>& t, int64_t p) {
 template <typename A>
 SGFAST_HD void touch_range(A start, A extent, int64_t p, int64_t n_out, int64_t n_in, int64_t& lo,
                            int64_t& hi) {
+  lo = 0;
+  hi = n_out - 1;
+  if (!(crop_finite(double(start)) && crop_finite(double(extent)))) return;  // NaN taps (box_tap): all of them
   const A a = crop_coord(start, extent, 0, n_out, n_in);
   const A s = extent * A(n_in) / A(n_out);
   const A c_lo = A(p) - A(1.01), c_hi = A(p) + A(1.01);
-  lo = 0;
-  hi = n_out - 1;
   if (s == A(0)) {  // degenerate box: every output samples the same position
     if (!(a > c_lo && a < c_hi)) hi = -1;
     return;
@@ -85,28 +170,228 @@ SGFAST_HD void touch_range(A start, A extent, int64_t p, int64_t n_out, int64_t 
   if (th < A(hi)) hi = th < A(-1) ? -1 : static_cast<int64_t>(th);
 }
 
-// Bilinear sample of one H x W plane at the product of a row tap and a column tap. Zero-weight
-// taps are skipped, so padding never reads (or multiplies an inf by 0 from) a pixel it should not.
-template <typename T, typename A>
-SGFAST_HD A bilinear_sample(const T* plane, int64_t W, const AxisTap<A>& ty, const AxisTap<A>& tx) {
-  A v = A(0);
-  if (ty.w0 != A(0)) {
-    const T* r = plane + ty.i0 * W;
-    if (tx.w0 != A(0)) v += ty.w0 * tx.w0 * A(r[tx.i0]);
-    if (tx.w1 != A(0)) v += ty.w0 * tx.w1 * A(r[tx.i1]);
+// ---------------------------------------------------------------------------------------------
+// Tap tables of a batch, the CUDA kernels' form of AxisTable (filled on the device by
+// fill_tap_tables, read per element). Two flat buffers: `idx` (int64) holds rows.i0 [B, h],
+// rows.i1 [B, h], cols.i0 [B, w], cols.i1 [B, w] and then [B, 4] = (rows lo, hi, cols lo, hi);
+// `wts` (T) holds rows.w0, rows.w1 [B, h], cols.w0, cols.w1 [B, w].
+struct TapLayout {
+  int64_t B, h, w;
+  SGFAST_HD int64_t idx_size() const { return 2 * B * (h + w) + 4 * B; }
+  SGFAST_HD int64_t wts_size() const { return 2 * B * (h + w); }
+};
+
+template <typename T>
+struct TapTables {
+  const int64_t *ri0, *ri1, *ci0, *ci1, *range;
+  const T *rw0, *rw1, *cw0, *cw1;
+  int64_t h, w;
+
+  SGFAST_HD TapTables(const TapLayout& L, const int64_t* idx, const T* wts)
+      : ri0(idx), ri1(idx + L.B * L.h), ci0(idx + 2 * L.B * L.h), ci1(idx + 2 * L.B * L.h + L.B * L.w),
+        range(idx + 2 * L.B * (L.h + L.w)), rw0(wts), rw1(wts + L.B * L.h), cw0(wts + 2 * L.B * L.h),
+        cw1(wts + 2 * L.B * L.h + L.B * L.w), h(L.h), w(L.w) {}
+
+  SGFAST_HD AxisTap<T> row(int64_t b, int64_t i) const {
+    const int64_t e = b * h + i;
+    return AxisTap<T>{ri0[e], ri1[e], rw0[e], rw1[e]};
   }
-  if (ty.w1 != A(0)) {
-    const T* r = plane + ty.i1 * W;
-    if (tx.w0 != A(0)) v += ty.w1 * tx.w0 * A(r[tx.i0]);
-    if (tx.w1 != A(0)) v += ty.w1 * tx.w1 * A(r[tx.i1]);
+  SGFAST_HD AxisTap<T> col(int64_t b, int64_t j) const {
+    const int64_t e = b * w + j;
+    return AxisTap<T>{ci0[e], ci1[e], cw0[e], cw1[e]};
   }
-  return v;
+  SGFAST_HD int64_t rows_lo(int64_t b) const { return range[4 * b]; }
+  SGFAST_HD int64_t rows_hi(int64_t b) const { return range[4 * b + 1]; }
+  SGFAST_HD int64_t cols_lo(int64_t b) const { return range[4 * b + 2]; }
+  SGFAST_HD int64_t cols_hi(int64_t b) const { return range[4 * b + 3]; }
+  // The box reads no input pixel at all.
+  SGFAST_HD bool empty(int64_t b) const { return rows_hi(b) < rows_lo(b) || cols_hi(b) < cols_lo(b); }
+};
+
+// Fills the tables of item = 2 b + axis (axis 0: the rows of box b, from (y, h); 1: its columns,
+// from (x, w)), items in [0, 2 B).
+template <typename T>
+SGFAST_HD void fill_tap_tables(const TapLayout& L, const T* boxes, int64_t H, int64_t W, int64_t item, int64_t* idx,
+                               T* wts) {
+  const int64_t b = item / 2;
+  const T* box = boxes + 4 * b;
+  int64_t* range = idx + 2 * L.B * (L.h + L.w) + 4 * b;
+  if (item % 2 == 0) {
+    const BoxAxis a = box_axis(box, 0);
+    build_axis_taps<T, int64_t>(a.start, a.extent, L.h, H, idx + b * L.h, idx + L.B * L.h + b * L.h,
+                                wts + b * L.h, wts + L.B * L.h + b * L.h, range, range + 1);
+  } else {
+    const BoxAxis a = box_axis(box, 1);
+    const int64_t o = 2 * L.B * L.h;
+    build_axis_taps<T, int64_t>(a.start, a.extent, L.w, W, idx + o + b * L.w,
+                                idx + o + L.B * L.w + b * L.w, wts + o + b * L.w, wts + o + L.B * L.w + b * L.w,
+                                range + 2, range + 3);
+  }
 }
 
+// ---- Per-element functions of the CUDA kernels (and of their CPU twins, csrc/cpu/emulate_cuda.cpp).
+// They do the CPU kernels' arithmetic in the CPU kernels' order, so the two differ at most by the
+// rounding of fused multiply-adds, and non-finite inputs show in the same places.
+
+// Input row blend of the crop at column q: the two rows of the row tap (a zero-weight row is not
+// read), each pixel times the mask first (x * m: NaN or inf under a zero mask gives NaN, as the CPU).
+// The caller handles the row whose two weights are zero.
+template <typename T>
+SGFAST_HD T crop_row_blend(const T* X, const T* M, int64_t W, const AxisTap<T>& ty, int64_t q) {
+  const int64_t o0 = ty.i0 * W + q, o1 = ty.i1 * W + q;
+  const bool use0 = ty.w0 != T(0), use1 = ty.w1 != T(0);
+  if (M == nullptr) {
+    if (use0 && use1) return ty.w0 * X[o0] + ty.w1 * X[o1];
+    return use0 ? ty.w0 * X[o0] : ty.w1 * X[o1];
+  }
+  if (use0 && use1) return ty.w0 * (X[o0] * M[o0]) + ty.w1 * (X[o1] * M[o1]);
+  return use0 ? ty.w0 * (X[o0] * M[o0]) : ty.w1 * (X[o1] * M[o1]);
+}
+
+// aligned_crop forward: output pixel (b, i, j) of every channel. x [B, C, H, W], mask [B, 1, H, W]
+// or null, out [B, C, h, w].
+template <typename T>
+SGFAST_HD void crop_forward_pixel(const TapTables<T>& tab, const T* x, const T* mask, T* out, int64_t b, int64_t i,
+                                  int64_t j, int64_t C, int64_t H, int64_t W) {
+  const AxisTap<T> ty = tab.row(b, i), tx = tab.col(b, j);
+  const bool zero = tab.empty(b) || (ty.w0 == T(0) && ty.w1 == T(0));
+  const T* M = mask != nullptr ? mask + b * H * W : nullptr;
+  for (int64_t c = 0; c < C; ++c) {
+    const T* X = x + (b * C + c) * H * W;
+    out[((b * C + c) * tab.h + i) * tab.w + j] =
+        zero ? T(0) : tx.w0 * crop_row_blend(X, M, W, ty, tx.i0) + tx.w1 * crop_row_blend(X, M, W, ty, tx.i1);
+  }
+}
+
+// aligned_crop backward, pass 1 (columns), input column q of one gradient row g [w] of image b: the
+// sum over the output columns j whose tap reads q of w_j(q) g[j], in increasing j (the CPU's adjoint
+// table order); 0 outside the columns the box reads.
+template <typename T>
+SGFAST_HD T crop_backward_col(const TapTables<T>& tab, const T* box, const T* g, int64_t b, int64_t q, int64_t W) {
+  if (q < tab.cols_lo(b) || q > tab.cols_hi(b)) return T(0);
+  const BoxAxis a = box_axis(box, 1);
+  int64_t lo, hi;
+  touch_range(a.start, a.extent, q, tab.w, W, lo, hi);
+  T acc = T(0);
+  for (int64_t j = lo; j <= hi; ++j) {
+    const T wt = tap_weight_on(tab.col(b, j), q);
+    if (wt != T(0)) acc += wt * g[j];
+  }
+  return acc;
+}
+
+// aligned_crop backward, pass 2 (rows), input pixel (p, q) of one plane of image b: the sum over
+// the output rows i whose tap reads p of w_i(p) colsum[i, q] (colsum: the plane's [h, W] pass-1
+// sums), times the mask; 0, the mask not read, outside the rows and columns the box reads (CPU).
+template <typename T>
+SGFAST_HD T crop_backward_row(const TapTables<T>& tab, const T* box, const T* colsum, const T* mask, int64_t b,
+                              int64_t p, int64_t q, int64_t H, int64_t W) {
+  if (p < tab.rows_lo(b) || p > tab.rows_hi(b) || q < tab.cols_lo(b) || q > tab.cols_hi(b)) return T(0);
+  const BoxAxis a = box_axis(box, 0);
+  int64_t lo, hi;
+  touch_range(a.start, a.extent, p, tab.h, H, lo, hi);
+  T acc = T(0);
+  for (int64_t i = lo; i <= hi; ++i) {
+    const T wt = tap_weight_on(tab.row(b, i), p);
+    if (wt != T(0)) acc += wt * colsum[i * W + q];
+  }
+  return mask != nullptr ? acc * mask[(b * H + p) * W + q] : acc;
+}
+
+// A bilinear sample as the focus CPU kernel computes it: the two row taps blended (a zero-weight
+// row read times 0), then the two column taps.
+template <typename T>
+SGFAST_HD T focus_sample(const T* P, int64_t W, const AxisTap<T>& ty, const AxisTap<T>& tx) {
+  const T* r0 = P + ty.i0 * W;
+  const T* r1 = P + ty.i1 * W;
+  return tx.w0 * (ty.w0 * r0[tx.i0] + ty.w1 * r1[tx.i0]) + tx.w1 * (ty.w0 * r0[tx.i1] + ty.w1 * r1[tx.i1]);
+}
+
+// The same sample of I - C (differences first, as the CPU).
+template <typename T>
+SGFAST_HD T focus_diff_sample(const T* I, const T* Cv, int64_t W, const AxisTap<T>& ty, const AxisTap<T>& tx) {
+  const int64_t r0 = ty.i0 * W, r1 = ty.i1 * W;
+  const T a = ty.w0 * (I[r0 + tx.i0] - Cv[r0 + tx.i0]) + ty.w1 * (I[r1 + tx.i0] - Cv[r1 + tx.i0]);
+  const T c = ty.w0 * (I[r0 + tx.i1] - Cv[r0 + tx.i1]) + ty.w1 * (I[r1 + tx.i1] - Cv[r1 + tx.i1]);
+  return tx.w0 * a + tx.w1 * c;
+}
+
+// Output row i of image b reads no input pixel (the CPU's row_empty).
+template <typename T>
+SGFAST_HD bool focus_row_empty(const TapTables<T>& tab, int64_t b, int64_t i) {
+  const AxisTap<T> ty = tab.row(b, i);
+  return tab.cols_hi(b) < tab.cols_lo(b) || (ty.w0 == T(0) && ty.w1 == T(0));
+}
+
+struct FocusSums {
+  double num, sg;  // Z_G^2 * sum_c (Z_I - Z_C0)^2 [- (Z_I - Z_C1)^2], and Z_G^2
+};
+
+// One crop pixel's terms of focus_distance (n_canvas 1), focus_reward (2) or of ||Z_G||^2 only (0):
+// samples in T, squares and sums in double, as the CPU. Zero Z_G does not skip the canvas terms, so
+// a NaN there gives NaN as on the CPU.
+template <typename T>
+SGFAST_HD FocusSums focus_pixel(const TapTables<T>& tab, const T* I, const T* C0, const T* C1, const T* G, int64_t b,
+                                int64_t i, int64_t j, int64_t C, int64_t H, int64_t W, int n_canvas) {
+  FocusSums s{0.0, 0.0};
+  if (focus_row_empty(tab, b, i)) return s;
+  const AxisTap<T> ty = tab.row(b, i), tx = tab.col(b, j);
+  const int64_t HW = H * W;
+  const double g = double(focus_sample(G + b * HW, W, ty, tx));
+  s.sg = g * g;
+  if (n_canvas == 0) return s;
+  double acc = 0.0;
+  for (int64_t c = 0; c < C; ++c) {
+    const int64_t off = (b * C + c) * HW;
+    const double d0 = double(focus_diff_sample(I + off, C0 + off, W, ty, tx));
+    acc += d0 * d0;
+    if (n_canvas == 2) {
+      const double d1 = double(focus_diff_sample(I + off, C1 + off, W, ty, tx));
+      acc -= d1 * d1;
+    }
+  }
+  s.num = g * g * acc;
+  return s;
+}
+
+// The crop-sized gradient of L(Cv) at pixel (b, i, j), every channel:
+// gz = sign * Z_G^2 (Z_I - Z_C) / den_b * grad_out_b with sign = -2 (distance, reward's C0) or +2
+// (reward's C1) and den = ||Z_G|| + eps in double, as the CPU.
+template <typename T>
+SGFAST_HD void focus_grad_pixel(const TapTables<T>& tab, const T* I, const T* Cv, const T* G, const double* den,
+                                const T* grad_out, double sign, T* gz, int64_t b, int64_t i, int64_t j, int64_t C,
+                                int64_t H, int64_t W) {
+  const int64_t HW = H * W;
+  const bool empty = focus_row_empty(tab, b, i);
+  const AxisTap<T> ty = tab.row(b, i), tx = tab.col(b, j);
+  const T g = empty ? T(0) : focus_sample(G + b * HW, W, ty, tx);
+  const T coef = T(sign * double(grad_out[b]) / den[b]);
+  for (int64_t c = 0; c < C; ++c) {
+    const int64_t off = (b * C + c) * HW;
+    gz[((b * C + c) * tab.h + i) * tab.w + j] =
+        empty ? T(0) : coef * g * g * focus_diff_sample(I + off, Cv + off, W, ty, tx);
+  }
+}
+
+// ---- Launch arithmetic of the CUDA kernels (host code, shared with the CPU twins).
+
+// focus partial sums: grid (blocks per image, images), each block a fixed tree over kThreads
+// threads. Blocks per image from the crop size only (about 4 pixels per thread, at most 16), never
+// from the device, so the summation order depends on the shape alone.
+constexpr int64_t kFocusMaxBlocksPerImage = 16;
+
+inline int64_t focus_blocks_per_image(int64_t h, int64_t w) {
+  const int64_t n = (h * w + kThreads * 4 - 1) / (kThreads * 4);
+  return n < 1 ? 1 : (n > kFocusMaxBlocksPerImage ? kFocusMaxBlocksPerImage : n);
+}
+
+// Images beyond grid.y's 65535 are looped over (blockIdx.y, stepping by gridDim.y).
+inline Grid focus_grid(int64_t B, int64_t h, int64_t w) { return Grid{focus_blocks_per_image(h, w), images_grid_y(B)}; }
+
 // ---------------------------------------------------------------------------------------------
-// Host side (CPU kernels): the per-image tap table of one axis. Coordinates are computed in double;
-// weights are stored in the tensor's type. Zero-weight taps point at `lo`, the first input index
-// any tap touches, so the row-interpolation buffers of the CPU kernels only need [lo, hi].
+// Host side (CPU kernels): the per-image tap table of one axis (build_axis_taps). Zero-weight taps
+// point at `lo`, the first input index any tap touches, so the row-interpolation buffers of the CPU
+// kernels only need [lo, hi].
 template <typename T>
 struct AxisTable {
   std::vector<int64_t> i0, i1;
@@ -115,33 +400,9 @@ struct AxisTable {
 
   AxisTable(double start, double extent, int64_t n_out, int64_t n_in)
       : i0(n_out), i1(n_out), w0(n_out), w1(n_out) {
-    lo = n_in;
-    hi = -1;
-    for (int64_t k = 0; k < n_out; ++k) {
-      const AxisTap<double> t = axis_tap(crop_coord(start, extent, k, n_out, n_in), n_in);
-      i0[k] = t.i0;
-      i1[k] = t.i1;
-      w0[k] = T(t.w0);
-      w1[k] = T(t.w1);
-      if (w0[k] != T(0)) {
-        lo = t.i0 < lo ? t.i0 : lo;
-        hi = t.i0 > hi ? t.i0 : hi;
-      }
-      if (w1[k] != T(0)) {
-        lo = t.i1 < lo ? t.i1 : lo;
-        hi = t.i1 > hi ? t.i1 : hi;
-      }
-    }
-    if (hi < lo) {
-      lo = 0;
-      hi = -1;
-    }
-    const int64_t safe = hi < lo ? 0 : lo;
-    for (int64_t k = 0; k < n_out; ++k) {
-      if (w0[k] == T(0)) i0[k] = safe;
-      if (w1[k] == T(0)) i1[k] = safe;
-    }
+    build_axis_taps<T, int64_t>(start, extent, n_out, n_in, i0.data(), i1.data(), w0.data(), w1.data(), &lo, &hi);
   }
+  AxisTable(const BoxAxis& a, int64_t n_out, int64_t n_in) : AxisTable(a.start, a.extent, n_out, n_in) {}
 
   AxisTap<T> tap(int64_t k) const { return AxisTap<T>{i0[k], i1[k], w0[k], w1[k]}; }
 

@@ -21,6 +21,15 @@ namespace raster {
 
 constexpr int kLtpDiscs = 100;  // the baseline draws t = i / 100 for i = 0..99 (t = 1 is never drawn)
 
+// ---- Launch arithmetic of the CUDA ltp kernel (host code): one block per (stroke, band of
+// kLtpBandRows output rows) work item, the items looped over by a grid of at most kMaxStrideBlocks.
+constexpr int kLtpBandRows = 16;
+inline int64_t ltp_bands(int64_t size) { return (size + kLtpBandRows - 1) / kLtpBandRows; }
+inline Grid ltp_grid(int64_t n, int64_t size) {
+  const int64_t items = n * ltp_bands(size);
+  return Grid{items < 1 ? 1 : (items > kMaxStrideBlocks ? kMaxStrideBlocks : items), 1};
+}
+
 SGFAST_HD double dmul(double a, double b) {
 #ifdef __CUDA_ARCH__
   return __dmul_rn(a, b);
