@@ -27,16 +27,47 @@ _import_torch_mkldnn_quietly()
 def pytest_configure(config):
     # A DeprecationWarning attributed to sgfast's own code fails the test that triggers it.
     config.addinivalue_line("filterwarnings", "error::DeprecationWarning:sgfast.*")
+    config.addinivalue_line("markers", "needs_cuda: runs on a GPU with sgfast's CUDA kernels; skipped without a "
+                                       "GPU, FAILS on a GPU when sgfast._C was built without its CUDA kernels")
 
 
-HAS_CUDA = torch.cuda.is_available() and sgfast.HAS_EXT and sgfast.ops.cuda_compiled()
-DEVICES = ["cpu"] + (["cuda"] if HAS_CUDA else [])
-needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU and a CUDA build of sgfast")
+# A GPU (torch sees one) and an extension: the CUDA tests run. If that extension has no CUDA kernels
+# (a CPU-only build on a GPU machine) they fail, saying how to rebuild, instead of skipping
+# silently: skipping is for machines without a GPU.
+GPU = torch.cuda.is_available() and sgfast.HAS_EXT
+HAS_CUDA = GPU and sgfast.ops.cuda_compiled()
+DEVICES = ["cpu"] + (["cuda"] if GPU else [])
+needs_cuda = pytest.mark.needs_cuda
 needs_ext = pytest.mark.skipif(not sgfast.HAS_EXT, reason="sgfast._C is not built")
+
+
+def pytest_collection_modifyitems(config, items):
+    skip = pytest.mark.skip(reason="needs a GPU (and sgfast._C)")
+    for item in items:
+        if item.get_closest_marker("needs_cuda") is not None and not GPU:
+            item.add_marker(skip)
+
+
+def _fail_without_cuda_kernels():
+    if GPU and not HAS_CUDA:
+        from sgfast.ops._ext import require_cuda_kernels
+
+        try:
+            require_cuda_kernels()
+        except RuntimeError as exc:
+            pytest.fail(f"a GPU is present but {exc}", pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _cuda_kernels_present(request):
+    if request.node.get_closest_marker("needs_cuda") is not None:
+        _fail_without_cuda_kernels()
 
 
 @pytest.fixture(params=DEVICES)
 def device(request):
+    if request.param == "cuda":
+        _fail_without_cuda_kernels()
     return torch.device(request.param)
 
 

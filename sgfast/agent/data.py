@@ -63,12 +63,15 @@ class TensorData:
         return out
 
     def batch(self, ids: torch.Tensor, flip: torch.Tensor | None = None) -> dict:
-        """Float targets of dataset `ids` [B], mirrored horizontally where `flip` [B] is true."""
+        """Float targets of dataset `ids` [B], mirrored horizontally where `flip` [B] is true.
+
+        No host sync: the mirror is applied by selection (torch.where) whether or not any sample is
+        flipped, instead of asking the device first (`flip.any()`, a sync per DDPG update)."""
         img = self.images[ids].float() / 255
         mask = self.masks[ids].float() / 255
         gbp = self.gbp[ids].float() / 255
         boxes = self.boxes[ids]
-        if flip is not None and bool(flip.any()):
+        if flip is not None:
             img, mask, gbp = mirror_rows(flip, img, mask, gbp)
             boxes = mirror_boxes(boxes, flip)
         return {"image": img, "mask": mask, "gbp": gbp, "boxes": boxes}

@@ -33,6 +33,10 @@ class DDPG:
     def __init__(self, cfg, mode, painter, ops, data, device):
         self.cfg, self.mode, self.painter, self.ops, self.data = cfg, mode, painter, ops, data
         self.device = torch.device(device)
+        if getattr(ops, "name", None) == "fused" and self.device.type == "cuda":
+            from sgfast.ops._ext import require_cuda_kernels
+
+            require_cuda_kernels(self.device)  # a CPU-only build: say how to rebuild, before the first step fails
         k = cfg.strokes
         self.actor = Actor(actor_channels(mode), k, cfg.width, cfg.blocks).to(device)
         self.critic = Critic(critic_channels(mode), cfg.width, cfg.blocks).to(device)

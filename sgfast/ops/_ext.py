@@ -1,10 +1,18 @@
-"""Loads the compiled extension, or remembers why it could not be loaded."""
+"""Loads the compiled extension, or remembers why it could not be loaded; says whether it has its
+CUDA kernels and how to rebuild it when it has not."""
 import torch
 
 BUILD_HINT = (
     "sgfast's compiled extension (sgfast._C) is not available{why}. Build it from the repository root with "
     "`pip install --no-build-isolation -e .` (or `make build`), against the torch that is installed. "
     "The eager references in sgfast.reference work without it."
+)
+
+CUDA_BUILD_HINT = (
+    "sgfast's compiled extension (sgfast._C) was built without its CUDA kernels{why}, so the fused ops cannot run "
+    "on {device}. Rebuild it on this machine, with nvcc (CUDA_HOME) matching this torch's CUDA {cuda}: "
+    "`rm -f sgfast/_C*.so && SGFAST_FORCE_CUDA=1 make build` (or `SGFAST_FORCE_CUDA=1 pip install "
+    "--no-build-isolation -e .`), then `make gpu-check`. Without a rebuild: --ops eager, or the CPU."
 )
 
 try:
@@ -16,13 +24,44 @@ except ImportError as exc:  # pragma: no cover - exercised only on machines with
     HAS_EXT = False
     EXT_ERROR = exc
 
+# CUDART_VERSION the extension was built with (e.g. 13000), 0 for a CPU-only build or none.
+CUDA_RUNTIME_VERSION = int(torch.ops.sgfast._cuda_version()) if HAS_EXT else 0
 
-def require_ext():
-    """Raise a clear error when the extension is missing."""
+
+def require_ext(*tensors):
+    """Raise a clear error when the extension is missing, or when one of `tensors` is on a CUDA device
+    and the extension has no CUDA kernels (instead of the dispatcher's "Could not run 'sgfast::...'
+    with arguments from the 'CUDA' backend")."""
     if not HAS_EXT:
         raise RuntimeError(BUILD_HINT.format(why=f" ({EXT_ERROR})"))
+    if CUDA_RUNTIME_VERSION == 0:
+        for t in tensors:
+            if isinstance(t, torch.Tensor) and t.is_cuda:
+                require_cuda_kernels(t.device)
 
 
 def cuda_compiled() -> bool:
     """True when the extension was built with its CUDA kernels."""
-    return HAS_EXT and torch.ops.sgfast._cuda_version() > 0
+    return HAS_EXT and CUDA_RUNTIME_VERSION > 0
+
+
+def require_cuda_kernels(device="cuda"):
+    """RuntimeError saying how to rebuild when the extension cannot run on CUDA `device`."""
+    if not HAS_EXT:
+        raise RuntimeError(BUILD_HINT.format(why=f" ({EXT_ERROR})"))
+    if CUDA_RUNTIME_VERSION == 0:
+        raise RuntimeError(CUDA_BUILD_HINT.format(why=" (a CPU-only build)", device=device,
+                                                  cuda=torch.version.cuda or "(none: a CPU build of torch)"))
+
+
+def cuda_version_mismatch():
+    """None when the extension's CUDA major version is torch's, else a sentence saying both (a build
+    against another CUDA than torch's)."""
+    if not cuda_compiled() or torch.version.cuda is None:
+        return None
+    ext_major = CUDA_RUNTIME_VERSION // 1000
+    torch_major = int(torch.version.cuda.split(".")[0])
+    if ext_major == torch_major:
+        return None
+    return (f"sgfast._C was built with CUDA {ext_major}.{CUDA_RUNTIME_VERSION % 1000 // 10} but torch uses CUDA "
+            f"{torch.version.cuda}: rebuild it against this torch")

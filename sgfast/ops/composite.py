@@ -92,7 +92,7 @@ def composite(canvas, alpha, color, mask=None, layer=None):
             foreground; without a mask the layer has no effect.
     """
     canvas, alpha, color, mask, layer = _prepare(canvas, alpha, color, mask, layer)
-    require_ext()
+    require_ext(canvas)
     return torch.ops.sgfast.composite(canvas, alpha, color, mask, layer)
 
 
@@ -102,7 +102,7 @@ def composite_frames(canvas, alpha, color, mask=None, layer=None):
     Forward only (no gradient). Same arguments as composite; frames[:, -1] equals composite(...).
     """
     canvas, alpha, color, mask, layer = _prepare(canvas, alpha, color, mask, layer)
-    require_ext()
+    require_ext(canvas)
     return torch.ops.sgfast.composite_frames(canvas, alpha, color, mask, layer)
 
 

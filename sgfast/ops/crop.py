@@ -38,9 +38,11 @@ def check_image(op, t, name, like=None, channels=None):
 
 
 def check_boxes(op, boxes, like):
-    """boxes [B, 4] float, finite, on the image's device; returns them in the image's dtype.
+    """boxes [B, 4] float on the image's device, finite; returns them in the image's dtype.
 
-    The finiteness check reads the values (one device sync on CUDA); it is skipped while
+    Finiteness is checked for CPU tensors only (a free read there). On CUDA it would be a host sync
+    on every call (12 per DDPG update), so the kernels take care of it instead: a non-finite box
+    gives NaN outputs and gradients for its image (kernels/crop.h: box_tap). Skipped while
     torch.compile traces, where values are unknown.
     """
     if not isinstance(boxes, torch.Tensor):
@@ -51,9 +53,16 @@ def check_boxes(op, boxes, like):
         raise _err(op, "boxes", f"expected a floating dtype, got {boxes.dtype}", TypeError)
     if boxes.device != like.device:
         raise _err(op, "boxes", f"expected device {like.device} (like the image), got {boxes.device}")
-    if boxes.numel() and not torch.compiler.is_compiling() and not bool(torch.isfinite(boxes).all()):
-        raise _err(op, "boxes", "contains NaN or inf")
+    _refuse_nonfinite_on_cpu(op, boxes)
     return boxes.to(like.dtype)
+
+
+def _refuse_nonfinite_on_cpu(op, boxes):
+    """ValueError for NaN/inf boxes on the CPU, where reading them is free (tests/test_host_syncs.py
+    allows this function's read for CPU tensors and checks it reads nothing on other devices)."""
+    if (boxes.device.type == "cpu" and boxes.numel() and not torch.compiler.is_compiling()
+            and not bool(torch.isfinite(boxes).all())):
+        raise _err(op, "boxes", "contains NaN or inf")
 
 
 def aligned_crop(x: torch.Tensor, boxes: torch.Tensor, size, mask: torch.Tensor = None) -> torch.Tensor:
@@ -74,7 +83,7 @@ def aligned_crop(x: torch.Tensor, boxes: torch.Tensor, size, mask: torch.Tensor 
         if isinstance(mask, torch.Tensor) and mask.dtype != x.dtype and (mask.dtype == torch.bool or mask.is_floating_point()):
             mask = mask.to(x.dtype)
         check_image(op, mask, "mask", like=x, channels=1)
-    require_ext()
+    require_ext(x)
     return torch.ops.sgfast.aligned_crop(x, boxes, out_h, out_w, mask)
 
 

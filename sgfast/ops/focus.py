@@ -20,7 +20,7 @@ def _check(op, target, canvases, gbp, boxes, size):
         check_image(op, c, name, like=target)
     check_image(op, gbp, "gbp", like=target, channels=1)
     boxes = check_boxes(op, boxes, target)
-    require_ext()
+    require_ext(target)
     return boxes, out_h, out_w
 
 
@@ -88,11 +88,16 @@ if HAS_EXT:
 
     def _backward_reward(ctx, grad):
         target, canvas0, canvas1, gbp, boxes = ctx.saved_tensors
-        if not any(ctx.needs_input_grad[:3]):
+        need_t, need0, need1 = ctx.needs_input_grad[:3]
+        if not (need_t or need0 or need1):
             return (None,) * 7
-        g0, g1 = torch.ops.sgfast._focus_reward_backward(grad, target, canvas0, canvas1, gbp, boxes, *ctx.size)
-        grad_target = -(g0 + g1) if ctx.needs_input_grad[0] else None
-        return (grad_target, g0 if ctx.needs_input_grad[1] else None, g1 if ctx.needs_input_grad[2] else None,
-                None, None, None, None)
+        if need_t or (need0 and need1):
+            g0, g1 = torch.ops.sgfast._focus_reward_backward(grad, target, canvas0, canvas1, gbp, boxes, *ctx.size)
+        elif need0:  # one canvas only (e.g. the actor's loss, through C_t+1): one crop backward, not two
+            g0, g1 = torch.ops.sgfast._focus_distance_backward(grad, target, canvas0, gbp, boxes, *ctx.size), None
+        else:  # d(-L(C1))/dC1 = dL(C1)/dC1 at -grad: the same numbers as the reward backward's g1
+            g0, g1 = None, torch.ops.sgfast._focus_distance_backward(-grad, target, canvas1, gbp, boxes, *ctx.size)
+        grad_target = -(g0 + g1) if need_t else None
+        return (grad_target, g0 if need0 else None, g1 if need1 else None, None, None, None, None)
 
     torch.library.register_autograd("sgfast::focus_reward", _backward_reward, setup_context=_setup_reward)

@@ -15,12 +15,15 @@ def rasterize_strokes(params: torch.Tensor, size: int, mode: str = "ltp", supers
     mode: "ltp" reproduces the Learning-to-Paint label generator exactly (1 - draw(f, size), 1e-6);
       "exact" renders the continuous stroke, anti-aliased by supersample x supersample samples per
       pixel (supersample is ignored in "ltp" mode).
-    Any device the extension was built for; non-contiguous input is accepted.
+    Any device the extension was built for; non-contiguous input is accepted. On CUDA one host sync
+    per call (the value check and the size of the circle table).
     """
     size, mode, supersample = check_args(params, size, mode, supersample)
-    if not torch.compiler.is_compiling():
+    # On CUDA the op checks the values itself, in its one host sync (the min, max and largest radius
+    # it needs anyway): checking here too would add two more syncs per call.
+    if params.device.type == "cpu" and not torch.compiler.is_compiling():
         check_values(params)
-    require_ext()
+    require_ext(params)
     return torch.ops.sgfast.rasterize_strokes(params, size, mode, supersample)
 
 

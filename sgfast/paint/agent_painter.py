@@ -2,14 +2,47 @@
 renderer and composited (sg mode: the first strokes_bg strokes are background strokes gated by
 1 - S, the rest foreground strokes gated by S; Eq. 3-4). As in training (sgfast.agent.env) the
 canvas is requantised to uint8 after every step. With instance masks every step paints the
-instance Eq. 16 picks (with the min_gain rule, sgfast/paint/instances.py)."""
+instance Eq. 16 picks (with the min_gain rule, sgfast/paint/instances.py).
+
+A step reads nothing back from the device: the instance choice stays on the device, and what the
+painting returns (actions, instance choices, frames) is copied to the host without waiting
+(pinned memory, non_blocking) and waited for once, after the last step (tests/test_host_syncs.py)."""
 from __future__ import annotations
 
 import torch
 
-from sgfast.data.tensor_images import to_u8_hwc
 from sgfast.paint.instances import DEFAULT_MIN_GAIN, InstancePicker
 from sgfast.strokes import as_strokes, colors, neural_alpha
+
+
+def _u8_hwc(t: torch.Tensor) -> torch.Tensor:
+    """[..., 3, H, W] float in [0, 1] -> uint8 [..., H, W, 3] on t's device (to_u8_hwc's numbers)."""
+    return (t.clamp(0, 1) * 255).round().to(torch.uint8).movedim(-3, -1)
+
+
+class _HostBuffer:
+    """A host tensor filled by device-to-host copies that do not wait (into pinned memory on CUDA);
+    readable once `wait(device)` returned."""
+
+    def __init__(self, shape, dtype, device):
+        self.data = torch.empty(shape, dtype=dtype, pin_memory=torch.device(device).type == "cuda")
+
+    def put(self, index, t):
+        self.data[index].copy_(t, non_blocking=True)
+
+    @staticmethod
+    def wait(device):
+        if torch.device(device).type == "cuda":
+            torch.cuda.current_stream(device).synchronize()
+
+
+def _padded(maps, dev):
+    """B tensors [M_b, S, S] -> [B, max M_b, S, S] (zeros for the missing instances, never picked)."""
+    width = max(m.shape[0] for m in maps)
+    out = maps[0].new_zeros((len(maps), width) + tuple(maps[0].shape[1:]), device=dev)
+    for i, m in enumerate(maps):
+        out[i, :m.shape[0]] = m
+    return out
 
 
 @torch.no_grad()
@@ -39,13 +72,22 @@ def paint_batch(models, targets, sem, steps, frames_per, canvas0=None, t0=0, lay
     union = (torch.stack([m.amax(0) for m in all_masks])[:, None]
              if mode == "sg" and bg_gate == "union" and any(m.shape[0] > 1 for m in all_masks) else None)
     picker = InstancePicker(targets, all_masks, min_gain) if mode == "sg" else None
-    actions, chosen, frames = [], [], [[to_u8_hwc(canvas[i])] for i in range(b)]
+    if mode == "sg":  # every instance's S and G, gathered per step by the chosen index on the device
+        masks_pad, gbp_pad, rows = _padded(all_masks, dev), _padded(all_gbp, dev), torch.arange(b, device=dev)
+    # What the painting returns, copied to the host as the steps go (no waiting): frame slot 0 is
+    # the first canvas, slot t + 1 the canvas after step t.
+    actions = None  # [steps, B, K * 13] in the actor's dtype, made at the first step
+    chosen = _HostBuffer((steps, b), torch.long, dev) if mode == "sg" else None
+    step_frames = _HostBuffer((1 + (steps if frames_per != "none" else 0), b, size, size, 3), torch.uint8, dev)
+    stroke_frames = (_HostBuffer((steps, b, k - 1, size, size, 3), torch.uint8, dev) if frames_per == "stroke"
+                     else None)
+    step_frames.put(0, _u8_hwc(canvas))
     for t in range(steps):
         if mode == "sg":
             u = picker.pick(canvas)  # Eq. 16 (+ min_gain), from this step's canvas
-            mask = torch.stack([all_masks[i][u[i]] for i in range(b)])[:, None]
-            gbp = torch.stack([all_gbp[i][u[i]] for i in range(b)])[:, None]
-            chosen.append(u.cpu())
+            mask = masks_pad[rows, u][:, None]
+            gbp = gbp_pad[rows, u][:, None]
+            chosen.put(t, u)
             obs = {"image": targets, "mask": mask, "gbp": gbp}
             bg_mask = mask if union is None else union
         else:
@@ -53,7 +95,9 @@ def paint_batch(models, targets, sem, steps, frames_per, canvas0=None, t0=0, lay
             obs = {"image": targets}
         t_frac = torch.full((b,), (t0 + t) / meta["max_step"], device=dev)
         action = models.actor(actor_input(canvas, obs, t_frac, coords, mode))
-        actions.append(action.cpu())
+        if actions is None:
+            actions = _HostBuffer((steps,) + tuple(action.shape), action.dtype, dev)
+        actions.put(t, action)
         a = as_strokes(action)
         alpha = neural_alpha(models.renderer, a)
         color = colors(a)
@@ -69,7 +113,7 @@ def paint_batch(models, targets, sem, steps, frames_per, canvas0=None, t0=0, lay
             for run in runs:
                 fr.append(models.ops.composite_frames(c, *run))
                 c = fr[-1][:, -1].contiguous()
-            fr = torch.cat(fr, 1)
+            stroke_frames.put(t, _u8_hwc(torch.cat(fr, 1)[:, :k - 1]))  # [B, k - 1, S, S, 3]
         c = canvas
         for run in runs:
             c = models.ops.composite(c, *run)
@@ -79,9 +123,17 @@ def paint_batch(models, targets, sem, steps, frames_per, canvas0=None, t0=0, lay
             fg_layer = models.ops.composite(fg_layer, *fg_run)
         else:
             bg_layer = canvas
+        if frames_per != "none":
+            step_frames.put(t + 1, _u8_hwc(canvas))  # [B, S, S, 3]
+    _HostBuffer.wait(dev)  # the painting's one wait for the device
+    shots = step_frames.data.numpy()
+    strokes = stroke_frames.data.numpy() if stroke_frames is not None else None
+    frames = [[shots[0, i]] for i in range(b)]
+    for t in range(steps):
         for i in range(b):
-            if frames_per == "stroke":
-                frames[i].extend(to_u8_hwc(fr[i, j]) for j in range(k - 1))
+            if strokes is not None:
+                frames[i].extend(strokes[t, i])
             if frames_per != "none":
-                frames[i].append(to_u8_hwc(canvas[i]))
-    return canvas.cpu(), fg_layer.cpu(), bg_layer.cpu(), actions, chosen, frames
+                frames[i].append(shots[t + 1, i])
+    return (canvas.cpu(), fg_layer.cpu(), bg_layer.cpu(), list(actions.data.unbind(0)) if steps else [],
+            list(chosen.data.unbind(0)) if chosen is not None else [], frames)

@@ -31,10 +31,11 @@ def check_min_gain(min_gain):
 
 
 def _argmax(err, skip=None):
-    """The argmax of err [M] over the instances not in skip (all of them if skip covers every one)."""
-    if skip is not None and not bool(skip.all()):
-        err = err.masked_fill(skip, -1.0)  # errors are >= 0, so a kept instance wins
-    return err.argmax()
+    """The argmax of err [..., M] over the instances not in skip (all of them where skip covers every
+    one), along the last axis. No host sync: both cases are computed and one is selected."""
+    if skip is not None:
+        err = torch.where(skip.all(-1, keepdim=True), err, err.masked_fill(skip, -1.0))  # errors >= 0: kept wins
+    return err.argmax(-1)
 
 
 def select_instances(targets, canvas, masks, skip=None):
@@ -48,24 +49,41 @@ def select_instances(targets, canvas, masks, skip=None):
 
 class InstancePicker:
     """The instance of each step for a batch of images painted together: Eq. 16 plus `min_gain`
-    (module docstring). Call `pick(canvas)` once per step, before painting it."""
+    (module docstring). Call `pick(canvas)` once per step, before painting it.
+
+    The state is kept as [B, M] tensors on the device (M the largest instance count; the missing
+    instances of an image are padding that is never picked), so a pick reads nothing back to the host:
+    the painting loop runs without a device sync per step."""
 
     def __init__(self, targets, masks, min_gain=DEFAULT_MIN_GAIN):
         self.targets, self.masks, self.min_gain = targets, masks, check_min_gain(min_gain)
-        self.skip = [torch.zeros(m.shape[0], dtype=torch.bool, device=m.device) for m in masks]
-        self.best = None   # per image [M]: the lowest error of each instance so far
+        counts = [m.shape[0] for m in masks]
+        width = max(counts)
+        dev = masks[0].device
+        self.padding = torch.tensor([[j >= n for j in range(width)] for n in counts], dtype=torch.bool, device=dev)
+        self.skip = torch.zeros(len(masks), width, dtype=torch.bool, device=dev)
+        self.rows = torch.arange(len(masks), device=dev)
+        self.best = None   # [B, M]: the lowest error of each instance so far
         self.last = None   # [B]: the instance the previous step painted
 
+    def errors(self, canvas):
+        """[B, M]: instance_errors of every image (the same numbers), padding -inf."""
+        errs = torch.stack([torch.nn.functional.pad(instance_errors(self.targets[i], canvas[i], m),
+                                                    (0, self.padding.shape[1] - m.shape[0]), value=-float("inf"))
+                            for i, m in enumerate(self.masks)])
+        return errs
+
     def pick(self, canvas):
-        errs = [instance_errors(self.targets[i], canvas[i], m) for i, m in enumerate(self.masks)]
+        err = self.errors(canvas)
         if self.min_gain is None:
-            return torch.stack([_argmax(e) for e in errs])
+            return err.argmax(1)
         if self.last is not None:
-            for i, u in enumerate(self.last.tolist()):
-                if errs[i][u] >= (1.0 - self.min_gain) * self.best[i][u]:
-                    self.skip[i][u] = True
-        self.best = errs if self.best is None else [torch.minimum(b, e) for b, e in zip(self.best, errs)]
-        self.last = torch.stack([_argmax(e, s) for e, s in zip(errs, self.skip)])
+            stalled = err[self.rows, self.last] >= (1.0 - self.min_gain) * self.best[self.rows, self.last]
+            self.skip[self.rows, self.last] |= stalled
+        self.best = err if self.best is None else torch.minimum(self.best, err)
+        # The padding counts as skipped: an image whose real instances are all skipped falls back to
+        # plain Eq. 16 over them (the padding's -inf never wins).
+        self.last = _argmax(err, self.skip | self.padding)
         return self.last
 
 

@@ -70,6 +70,13 @@ def load_models(mode="sg", actor=None, renderer=None, segmenter=None, expert=Non
     if mode not in ("sg", "baseline"):
         raise PaintError(f"mode must be 'sg' or 'baseline', got {mode!r}")
     device = torch.device(device)
+    if ops == "fused" and device.type == "cuda":  # before any weights move there: say how to rebuild
+        from sgfast.ops._ext import require_cuda_kernels
+
+        try:
+            require_cuda_kernels(device)
+        except RuntimeError as exc:
+            raise PaintError(f"--ops: {exc}") from None
 
     def load(option, fn, path):
         if not os.path.isfile(path):
