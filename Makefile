@@ -8,7 +8,7 @@ DEPS      := $(VENV)/.deps-installed
 INSTALLED := $(VENV)/.sgfast-installed
 export MAX_JOBS ?= 2
 
-.PHONY: demo test test-fast build bench cuda-check clean
+.PHONY: demo test test-fast build bench cuda-check gpu-check clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -53,6 +53,15 @@ bench: build
 # Compile every CUDA source with nvcc against a CUDA build of torch's headers (no GPU needed).
 cuda-check:
 	bash .ci/cuda_compile_check.sh
+
+# What the first GPU runs before anything else (issue 19): build the CUDA kernels, every CUDA test,
+# compute-sanitizer, the op / DDPG / painting benchmarks on CUDA, figures with the GPU named into
+# benchmarks/RESULTS.md, in under 8 minutes (benchmarks/gpu_check.py). Without a GPU it runs what the
+# CPU can and says what it skipped. Not tied to .venv (a GPU machine's python3 with its CUDA torch
+# does): the script picks the interpreter whose torch sees the GPU. GPU_CHECK_ARGS=--quick: small.
+GPU_CHECK_PY ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+gpu-check:
+	$(GPU_CHECK_PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf build dist *.egg-info sgfast/_C*.so .build.lock
