@@ -47,6 +47,12 @@ TORCH_LIBRARY(sgfast, m) {
   m.def("_composite_backward(Tensor grad_out, Tensor canvas, Tensor alpha, Tensor color, Tensor? mask, "
         "Tensor? layer) -> (Tensor, Tensor, Tensor)");
 
+  // Exact stroke renderer fused with compositing. canvas [B,3,H,W], strokes [B,N,13], mask [B,1,H,W]?,
+  // layer [N] bool?, softness in pixels > 0 -> canvas [B,3,H,W]. The backward returns (grad canvas, grad strokes).
+  m.def("render_strokes(Tensor canvas, Tensor strokes, Tensor? mask, Tensor? layer, float softness) -> Tensor");
+  m.def("_render_strokes_backward(Tensor grad_out, Tensor canvas, Tensor strokes, Tensor? mask, Tensor? layer, "
+        "float softness) -> (Tensor, Tensor)");
+
   // Aligned crop (spatial transformer). x [B,C,H,W], boxes [B,4] (x, y, w, h) -> [B, C, out_h, out_w].
   m.def("aligned_crop(Tensor x, Tensor boxes, int out_h, int out_w, Tensor? mask) -> Tensor");
   m.def("_aligned_crop_backward(Tensor grad_out, Tensor boxes, Tensor? mask, int in_h, int in_w) -> Tensor");

@@ -8,7 +8,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-OP_NAMES = ("rasterize_strokes", "composite", "composite_frames", "aligned_crop", "focus_reward", "focus_distance")
+OP_NAMES = ("rasterize_strokes", "composite", "composite_frames", "aligned_crop", "focus_reward", "focus_distance",
+            "render_strokes")
 BACKENDS = ("fused", "eager")
 
 
@@ -21,6 +22,7 @@ class Ops:
     aligned_crop: Callable
     focus_reward: Callable
     focus_distance: Callable
+    render_strokes: Callable
 
 
 def get_ops(name: str, mode: str | None = None) -> Ops:

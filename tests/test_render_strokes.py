@@ -1,11 +1,16 @@
 """render_strokes: the eager reference (sgfast.reference) and the fused op (sgfast.ops) against it,
 forward and backward; the limit softness -> 0 against rasterize_strokes(mode="exact"); bad input."""
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
 import sgfast
+import sgfast.ops as ops
 import sgfast.reference as ref
-from conftest import needs_ext
+from conftest import needs_cuda, needs_ext
 
 DTYPES = [torch.float32, torch.float64]
 
@@ -117,6 +122,190 @@ def test_reference_empty():
     assert ref.render_strokes(torch.rand(0, 3, 4, 5), torch.rand(0, 3, 13)).shape == (0, 3, 4, 5)
 
 
+# --- the fused op against the reference ----------------------------------------------------------
+
+def run(fn, canvas, strokes, mask, layer, softness, upstream=None, **kw):
+    """Forward and backward (a random upstream gradient) of fn: (out, grad canvas, grad strokes)."""
+    c = canvas.detach().clone().requires_grad_()
+    s = strokes.detach().clone().requires_grad_()
+    out = fn(c, s, mask, layer, softness, **kw)
+    if upstream is None:
+        upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    out.backward(upstream.to(out.dtype))
+    return out.detach(), c.grad, s.grad
+
+
+def ref_run(canvas, strokes, mask, layer, softness, t_samples=1025):
+    """The reference in float64 (with the centre-line threshold of the input's dtype)."""
+    d = lambda t: None if t is None or t.dtype == torch.bool else t.double()  # noqa: E731
+    return run(ref.render_strokes, canvas.double(), strokes.double(), d(mask), layer, softness, t_samples=t_samples,
+               eps_dtype=canvas.dtype)
+
+
+def assert_matches(got, want, dtype, names=("out", "grad canvas", "grad strokes")):
+    for name, g, w in zip(names, got, want):
+        # float32 stroke gradients are sums over many pixels of terms in pixel units.
+        t = dict(rtol=1e-3, atol=1e-3) if dtype == torch.float32 and name == "grad strokes" else tol(dtype)
+        torch.testing.assert_close(g.double(), w, **t, msg=lambda m: f"{name}: {m}")
+
+
+# (B, N, H, W): B = 1, N = 1, non-square, more than one tile (16 x 16) each way, a single row/column.
+SHAPES = [(1, 1, 9, 12), (2, 5, 20, 23), (1, 7, 40, 33), (3, 3, 1, 17), (2, 4, 18, 1)]
+
+
+@needs_ext
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("mask,layer", [("none", "none"), ("soft", "mixed"), ("soft", "none")])
+def test_matches_reference(dtype, shape, mask, layer):
+    canvas, strokes, m, lay = make_inputs(*shape, dtype=dtype, mask=mask, layer=layer, seed=sum(shape))
+    assert_matches(run(ops.render_strokes, canvas, strokes, m, lay, 1.5), ref_run(canvas, strokes, m, lay, 1.5),
+                   dtype)
+
+
+@needs_ext
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("softness", [0.5, 1.0, 4.0])
+def test_special_strokes_match_reference(dtype, softness):
+    # Straight, curved, self-overlapping, zero and full radius, points, along the borders.
+    strokes = special_strokes(dtype)
+    canvas = torch.rand(1, 3, 37, 45, generator=torch.Generator().manual_seed(5), dtype=torch.float64).to(dtype)
+    assert_matches(run(ops.render_strokes, canvas, strokes, None, None, softness),
+                   ref_run(canvas, strokes, None, None, softness, t_samples=2049), dtype)
+
+
+@needs_ext
+@pytest.mark.parametrize("seed", [11])
+def test_many_strokes_over_many_tiles(seed):
+    # 30 small and large strokes on 50 x 66: binning, piece culling and long tile lists.
+    g = torch.Generator().manual_seed(seed)
+    strokes = torch.rand(2, 30, 13, generator=g, dtype=torch.float64)
+    strokes[:, ::2, 6:8] *= 0.1  # half of them thin
+    canvas = torch.rand(2, 3, 50, 66, generator=g, dtype=torch.float64)
+    mask = torch.rand(2, 1, 50, 66, generator=g, dtype=torch.float64)
+    layer = torch.rand(30, generator=g) > 0.3
+    assert_matches(run(ops.render_strokes, canvas, strokes, mask, layer, 1.0),
+                   ref_run(canvas, strokes, mask, layer, 1.0, t_samples=129), torch.float64)
+
+
+@needs_ext
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_non_contiguous_inputs(dtype):
+    b, n, h, w = 2, 4, 13, 19
+    g = torch.Generator().manual_seed(3)
+    canvas = torch.rand(b, h, w, 3, generator=g, dtype=torch.float64).to(dtype).permute(0, 3, 1, 2)
+    strokes = torch.rand(b, 13, n, generator=g, dtype=torch.float64).to(dtype).transpose(1, 2)
+    mask = torch.rand(b, 1, h, 2 * w, generator=g, dtype=torch.float64).to(dtype)[..., ::2]
+    layer = torch.tensor([True, False] * n)[::2]
+    assert not any(t.is_contiguous() for t in (canvas, strokes, mask, layer))
+    assert_matches(run(ops.render_strokes, canvas, strokes, mask, layer, 2.0),
+                   ref_run(canvas, strokes, mask, layer, 2.0), dtype)
+
+
+@needs_ext
+def test_empty_batch_and_no_strokes():
+    canvas, strokes, m, lay = make_inputs(0, 3, 4, 5)
+    out, gc, gs = run(ops.render_strokes, canvas, strokes, m, lay, 1.0)
+    assert out.shape == (0, 3, 4, 5) and gc.shape == canvas.shape and gs.shape == strokes.shape
+    canvas, strokes, m, _ = make_inputs(2, 0, 4, 5)
+    out, gc, gs = run(ops.render_strokes, canvas, strokes, m, None, 1.0)
+    torch.testing.assert_close(out, canvas)
+    assert gs.shape == (2, 0, 13)
+    torch.testing.assert_close(gc, torch.randn(out.shape, generator=torch.Generator().manual_seed(7),
+                                               dtype=torch.float64))
+
+
+@needs_ext
+@pytest.mark.parametrize("size,seed", [(17, 2), (48, 3)])
+def test_sharp_limit_is_rasterize_exact(size, seed):
+    # softness -> 0 with constant opacity: alpha equals rasterize_strokes(mode="exact", supersample=1).
+    strokes = torch.cat([random_strokes(1, 10, seed=seed), special_strokes()], 1)
+    strokes[..., 9] = strokes[..., 8]
+    strokes[..., 10:] = 1
+    n = strokes.shape[1]
+    want = ops.rasterize_strokes(strokes[0, :, :10], size, "exact", 1)
+    for k in range(n):
+        alpha = ops.render_strokes(torch.zeros(1, 3, size, size, dtype=torch.float64), strokes[:, k:k + 1],
+                                   softness=1e-9)[0, 0]
+        torch.testing.assert_close(alpha, want[k], rtol=0, atol=1e-9, msg=lambda m: f"stroke {k}: {m}")
+
+
+@needs_ext
+@pytest.mark.parametrize("mask,layer", [("none", "none"), ("soft", "mixed")])
+def test_gradcheck(mask, layer):
+    # Constant opacity (w(t^) holds t^ fixed, which finite differences do not) and a wide ramp.
+    canvas, strokes, m, lay = make_inputs(1, 3, 7, 6, mask=mask, layer=layer, seed=4, constant_opacity=True)
+    canvas.requires_grad_()
+    strokes.requires_grad_()
+    assert torch.autograd.gradcheck(lambda c, s: ops.render_strokes(c, s, m, lay, 3.0), (canvas, strokes))
+
+
+@needs_ext
+@pytest.mark.parametrize("requires_grad", [False, True])
+@pytest.mark.parametrize("mask,layer", [("none", "none"), ("soft", "mixed")])
+def test_opcheck(requires_grad, mask, layer):
+    canvas, strokes, m, lay = make_inputs(2, 3, 9, 7, mask=mask, layer=layer, seed=8)
+    canvas.requires_grad_(requires_grad)
+    strokes.requires_grad_(requires_grad)
+    torch.library.opcheck(torch.ops.sgfast.render_strokes.default, (canvas, strokes, m, lay, 1.5))
+    if not requires_grad:
+        torch.library.opcheck(torch.ops.sgfast._render_strokes_backward.default,
+                              (torch.rand_like(canvas), canvas, strokes, m, lay, 1.5))
+
+
+@needs_ext
+def test_torch_compile_fullgraph():
+    canvas, strokes, m, lay = make_inputs(2, 4, 12, 10, dtype=torch.float32, seed=9)
+
+    def step(c, s):
+        return (ops.render_strokes(c, s.clamp(0, 1), m, lay, 2.0) ** 2).sum()
+
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    results = []
+    for fn in (compiled, step):
+        c, s = canvas.clone().requires_grad_(), strokes.clone().requires_grad_()
+        loss = fn(c, s)
+        loss.backward()
+        results.append((loss.detach(), c.grad, s.grad))
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want)
+
+
+@needs_ext
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bitwise_same_for_any_thread_count(dtype):
+    canvas, strokes, m, lay = make_inputs(3, 12, 50, 45, dtype=dtype, seed=12)
+    prev = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            results.append(run(ops.render_strokes, canvas, strokes, m, lay, 1.0))
+    finally:
+        torch.set_num_threads(prev)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert torch.equal(a, b)
+
+
+_SIMD_CHECK = """
+import torch, sgfast.ops as ops
+from test_render_strokes import make_inputs, run, ref_run, assert_matches
+for dtype in (torch.float32, torch.float64):
+    canvas, strokes, m, lay = make_inputs(2, 6, 21, 35, dtype=dtype, seed=13)
+    assert_matches(run(ops.render_strokes, canvas, strokes, m, lay, 1.5), ref_run(canvas, strokes, m, lay, 1.5), dtype)
+"""
+
+
+@needs_ext
+def test_base_cpu_simd_level():
+    # The CPU kernel picks its SIMD width once per process: check the base width in a subprocess.
+    env = dict(os.environ, SGFAST_CPU_SIMD="base", OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(__file__), env.get("PYTHONPATH", "")])
+    proc = subprocess.run([sys.executable, "-c", _SIMD_CHECK], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 # --- bad input -----------------------------------------------------------------------------------
 
 def _bad_cases():
@@ -157,6 +346,30 @@ def test_reference_refuses_bad_input(case):
     name, args = _bad_cases()[case]
     with pytest.raises((ValueError, TypeError), match=f"'{name}'"):
         ref.render_strokes(*args)
+
+
+@needs_ext
+@pytest.mark.parametrize("case", range(len(_bad_cases())))
+def test_op_refuses_bad_input(case):
+    name, args = _bad_cases()[case]
+    with pytest.raises((ValueError, TypeError), match=f"'{name}'"):
+        ops.render_strokes(*args)
+    if name == "softness" and not isinstance(args[-1], float):
+        return  # the schema's float refuses a string before the kernel sees it
+    # The C++ entry points check too (direct torch.ops calls).
+    with pytest.raises(RuntimeError, match=f"'{name}'"):
+        torch.ops.sgfast.render_strokes(*args)
+    with pytest.raises(RuntimeError, match=f"'{name}'"):
+        torch.ops.sgfast._render_strokes_backward(torch.rand(2, 3, 4, 5), *args)
+
+
+@needs_ext
+def test_bad_grad_out():
+    c, s, m, lay = make_inputs(2, 3, 4, 5, dtype=torch.float32)
+    with pytest.raises(RuntimeError, match="'grad_out'"):
+        torch.ops.sgfast._render_strokes_backward(torch.rand(2, 3, 4, 4), c, s, m, lay, 1.0)
+    with pytest.raises(RuntimeError, match="'grad_out'"):
+        torch.ops.sgfast._render_strokes_backward(torch.rand(2, 3, 4, 5).double(), c, s, m, lay, 1.0)
 
 
 def test_mask_requiring_grad_refused():

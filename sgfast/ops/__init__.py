@@ -8,3 +8,4 @@ from sgfast.ops.rasterize import rasterize_strokes  # noqa: F401
 from sgfast.ops.crop import aligned_crop  # noqa: F401
 from sgfast.ops.focus import focus_distance, focus_reward  # noqa: F401
 from sgfast.ops.composite import composite, composite_frames  # noqa: F401
+from sgfast.ops.render_strokes import render_strokes  # noqa: F401

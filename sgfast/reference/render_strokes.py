@@ -22,7 +22,7 @@ from sgfast.op_args import check_render_args, check_render_values
 
 # Elements of one [B, samples, H, W] block of the t search.
 _BLOCK = 1 << 22
-_NEWTON_STEPS = 12
+_NEWTON_STEPS = 60  # at most: Newton converges in a few, bisection (a kink of f) in ~50
 
 
 def stroke_geometry(strokes, h, w):
@@ -43,11 +43,19 @@ def stroke_geometry(strokes, h, w):
                 r0=r0, dr=r2 - r0, w0=w0, w2=w2)
 
 
-def _safe_norm(ex, ey):
-    """|E| with a zero gradient where E = 0 (the pixel centre on the centre line)."""
+def d_eps(dtype, h, w):
+    """Distance (pixels) from the centre line below which the gradient through |p - B(t^)| is 0: there p
+    lies on the centre line, a kink of |p - B| whose direction rounding decides; the fused kernels take
+    the same symmetric subgradient with the same threshold, 8 (H + W) machine epsilons."""
+    return 8 * (h + w) * torch.finfo(dtype).eps
+
+
+def _safe_norm(ex, ey, eps):
+    """|E|, with a zero gradient where |E| <= eps."""
     d2 = ex * ex + ey * ey
-    pos = d2 > 0
-    return torch.where(pos, torch.sqrt(torch.where(pos, d2, torch.ones_like(d2))), torch.zeros_like(d2))
+    far = d2 > eps * eps
+    d = torch.sqrt(torch.where(far, d2, torch.ones_like(d2)))
+    return torch.where(far, d, torch.sqrt(d2.detach()))
 
 
 def _search_t(g, k, rows, cols, t_samples, refine):
@@ -100,16 +108,22 @@ def _search_t(g, k, rows, cols, t_samples, refine):
         hi = torch.where(fp < 0, t, hi)
         newton = t - fp / torch.where(fpp < 0, fpp, -torch.ones_like(fpp))
         inside = (fpp < 0) & ok & (newton >= lo) & (newton <= hi)
-        t = torch.where(fp == 0, t, torch.where(inside, newton, 0.5 * (lo + hi)))
+        t_next = torch.where(fp == 0, t, torch.where(inside, newton, 0.5 * (lo + hi)))
+        if torch.equal(t_next, t):
+            break
+        t = t_next
     return torch.where(f_of(t) >= f_of(t0), t, t0)
 
 
-def render_strokes(canvas, strokes, mask=None, layer=None, softness=1.0, *, t_samples=257, refine=True):
+def render_strokes(canvas, strokes, mask=None, layer=None, softness=1.0, *, t_samples=257, refine=True,
+                   eps_dtype=None):
     """Paints strokes [B, N, 13] onto canvas [B, 3, H, W] in order; returns the new canvas.
 
     mask [B, 1, H, W] and layer [N] bool gate the colours exactly as in composite; softness is the
     width of the anti-aliasing ramp in pixels. t_samples: evenly spaced t of the search for t^;
-    refine: polish the best sample by Newton steps (docs/ops/render_strokes.md).
+    refine: polish the best sample by Newton steps (docs/ops/render_strokes.md). eps_dtype: the dtype
+    whose d_eps applies (default the canvas dtype; tests of float32 kernels against a float64
+    reference pass float32).
     """
     layer, softness = check_render_args(canvas, strokes, mask, layer, softness)
     check_render_values(strokes)
@@ -125,6 +139,7 @@ def render_strokes(canvas, strokes, mask=None, layer=None, softness=1.0, *, t_sa
     cols = torch.arange(w, dtype=dtype, device=device) + 0.5
     pr, pc = rows.view(1, h, 1), cols.view(1, 1, w)
     color = strokes[..., 10:13]
+    eps = d_eps(eps_dtype or dtype, h, w)
     out = canvas
     for k in range(n):
         with torch.no_grad():
@@ -132,7 +147,7 @@ def render_strokes(canvas, strokes, mask=None, layer=None, softness=1.0, *, t_sa
         v = {name: val[:, k, None, None] for name, val in g.items()}
         ex = (v["ax"] * t + v["vx"]) * t + v["px"] - pr
         ey = (v["ay"] * t + v["vy"]) * t + v["py"] - pc
-        s = v["r0"] + v["dr"] * t - _safe_norm(ex, ey)
+        s = v["r0"] + v["dr"] * t - _safe_norm(ex, ey, eps)
         opacity = (1 - t) * v["w0"] + t * v["w2"]
         alpha = (torch.clamp(0.5 + s / softness, 0, 1) * opacity).unsqueeze(1)  # [B, 1, H, W]
         paint = alpha * color[:, k, :, None, None]
