@@ -44,7 +44,7 @@ __global__ void forward_kernel(int64_t total, int64_t K, int64_t hw, const T* __
 // spills (two blocks per SM). Also measured: 16/8 strokes with register accumulators 218/188
 // registers; 8/4 with register accumulators 144/124; 4/2 strokes and 8/4 capped at 64 or 80
 // registers (launch bounds) all spill. Smaller groups recompute more for K above the group size
-// (O(K^2 / G) per pixel): the paper's K = 5 is one group in either type.
+// (O(K^2 / G) per pixel): the paper's K = 5 is one group in float32, two in float64.
 template <typename T>
 struct BackwardConfig;
 template <>
