@@ -391,12 +391,16 @@ def main_driver(args):
           f"{'quick' if args.quick else 'full'} mode", flush=True)
     only = set(args.only.split(",")) if args.only else set(STAGES)
     report = Report()
+    blocked = None  # the build or the kernel check failed: the rest would test an old or CPU-only build
     for stage in STAGES:
         if stage not in only:
             continue
         spent = time.monotonic() - t_start
         if spent > args.budget:
             report.add(stage, "SKIP", 0.0, f"time budget ({args.budget}s) spent")
+            continue
+        if blocked:
+            report.add(stage, "SKIP", 0.0, f"needs the CUDA build: {blocked} failed")
             continue
         t0 = time.monotonic()
         try:
@@ -413,6 +417,8 @@ def main_driver(args):
         except Exception as exc:  # noqa: BLE001 - a stage's own bug is its failure, the others still run
             status, detail = "FAIL", f"{type(exc).__name__}: {exc}"
         report.add(stage, status, time.monotonic() - t0, detail)
+        if stage in ("build", "kernels") and status == "FAIL":
+            blocked = stage
     total = time.monotonic() - t_start
     path = args.results or RESULTS
     key = write_results(path, env, report, args)

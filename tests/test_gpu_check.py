@@ -77,3 +77,17 @@ def test_make_target():
     p = subprocess.run(["make", "-n", "gpu-check", "GPU_CHECK_ARGS=--quick"], cwd=ROOT, capture_output=True,
                        text=True)
     assert p.returncode == 0 and "benchmarks/gpu_check.py --quick" in p.stdout
+
+
+def test_a_failed_build_skips_what_needs_it(tmp_path, monkeypatch, capsys):
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import gpu_check
+
+    monkeypatch.setattr(gpu_check, "stage_build", lambda env, args: ("FAIL", "nvcc: internal error"))
+    args = gpu_check.parse(["--no-reexec", "--results", str(tmp_path / "r.md")])
+    assert gpu_check.main_driver(args) == 1
+    out = capsys.readouterr().out
+    assert "FAILED build:\nnvcc: internal error" in out
+    for stage in ("kernels", "tests", "sanitizer", "ddpg", "paint", "ops"):
+        assert f"skipped {stage}: needs the CUDA build: build failed" in out
+    assert "| build | FAIL |" in (tmp_path / "r.md").read_text()
