@@ -29,6 +29,7 @@ AGENT_ONLY = ["mode", "steps", "actor", "divide", "instances", "bg_gate", "min_g
 OPTIMIZE_ONLY = ["strokes", "iters", "lr", "nu"]
 FOCUS_ONLY = ["mask", "box", "segmenter", "expert"]  # --method optimize: used by the focus term (--nu > 0)
 INSTANCES_ONLY = ["bg_gate", "min_gain"]
+EXACT_IGNORES = AGENT_ONLY + ["iters", "lr", "nu", "renderer", "supersample"] + FOCUS_ONLY
 
 
 def _min_gain(text):
@@ -69,7 +70,11 @@ def configure(parser):
                              f"this fraction of its lowest so far is not chosen again while others are "
                              f"(default {DEFAULT_MIN_GAIN}); 'off' = plain Eq. 16 (docs/painting.md)")
     parser.add_argument("--size", type=int, default=None,
-                        help="also re-render the strokes exactly at this side (painting_<N>.png)")
+                        help="--method exact: the painting's long side (default 512; the image's shape is "
+                             "kept); other methods: also re-render the strokes exactly at this side "
+                             "(painting_<N>.png)")
+    parser.add_argument("--preset", choices=("fast", "balanced", "quality"), default=None,
+                        help="--method exact: iterations per stage, fast (default), balanced or quality")
     parser.add_argument("--supersample", type=int, default=None,
                         help="with --size, exact re-render samples per pixel side (default 4)")
     parser.add_argument("--frames", choices=("step", "stroke"), default=None,
@@ -82,14 +87,17 @@ def configure(parser):
                         help="fused sgfast ops or the eager references")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads, >= 1")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--method", choices=("agent", "optimize"), default="agent",
-                        help="paint with the agent, or optimise --strokes strokes directly by Adam through the "
-                             "renderer (Neural Painters; no agent needed)")
+    parser.add_argument("--method", choices=("agent", "optimize", "exact"), default="agent",
+                        help="paint with the agent; optimise --strokes strokes directly by Adam through the "
+                             "neural renderer at 64 px (optimize); or paint the image at its own shape and "
+                             "--size by coarse-to-fine optimisation through the exact renderer (exact; "
+                             "1000 strokes by default; docs/painting.md)")
     parser.add_argument("--divide", type=int, default=None, metavar="D",
                         help="grid refinement (Learning to Paint's test.py): the second half of the steps paint "
                              "D x D patches of the canvas upscaled to D x the agent's size (sg mode: with each "
                              "patch's crops of S and G); D in 1..16 (default 1)")
-    parser.add_argument("--strokes", type=int, default=None, help="--method optimize: number of strokes (default 100)")
+    parser.add_argument("--strokes", type=int, default=None,
+                        help="--method optimize / exact: number of strokes (default 100 / 1000)")
     parser.add_argument("--iters", type=int, default=None, help="--method optimize: Adam iterations (default 200)")
     parser.add_argument("--lr", type=float, default=None, help="--method optimize: Adam learning rate (default 0.1)")
     parser.add_argument("--nu", type=float, default=None,
@@ -102,7 +110,15 @@ def check_options(args):
     fill in the defaults of the rest (DEFAULTS). Raises UsageError."""
     from sgfast.op_args import MAX_SIZE, MAX_SUPERSAMPLE
 
-    if args.method == "optimize":
+    if args.method != "exact":
+        refuse_ignored(args, ["preset"], "without --method exact")
+    if args.method == "exact":
+        refuse_ignored(args, EXACT_IGNORES, "with --method exact")
+        if args.strokes is None:
+            args.strokes = 1000
+        if args.frame_size is None:  # the progress video at the painting's size, at most 512 px
+            args.frame_size = min(args.size or 512, 512)
+    elif args.method == "optimize":
         refuse_ignored(args, AGENT_ONLY, "with --method optimize (it is for --method agent)")
         if not args.nu:
             refuse_ignored(args, FOCUS_ONLY, "with --method optimize unless --nu > 0 (the focus term uses it)")
@@ -125,7 +141,7 @@ def check_options(args):
     for dest, value in DEFAULTS.items():
         if getattr(args, dest) is None:
             setattr(args, dest, value)
-    if args.size is not None:  # the exact re-render's memory, before any painting
+    if args.size is not None and args.method != "exact":  # the exact re-render's memory, before any painting
         from sgfast.memory import OverBudget
         from sgfast.paint.rerender import check_rerender_fits
         try:
@@ -185,7 +201,8 @@ def run(args):
                         batch_size=args.batch_size, frames="none" if args.no_video else args.frames,
                         progress=not args.no_progress, method=args.method, strokes=args.strokes,
                         iters=args.iters, lr=args.lr, nu=args.nu, divide=args.divide, bg_gate=args.bg_gate,
-                        min_gain=args.min_gain)
+                        min_gain=args.min_gain, **({"size": args.size, "preset": args.preset}
+                                                    if args.method == "exact" else {}))
     except PaintError as exc:
         raise UsageError(reason(exc)) from None
     # An image that could not be read or written is a warning and the others are painted (exit
@@ -197,8 +214,8 @@ def run(args):
         else:
             folder = os.path.join(args.out, name)
             try:
-                write_result(r, folder, args.size, args.supersample, args.frame_size, not args.no_video, device,
-                             args.ops)
+                write_result(r, folder, None if args.method == "exact" else args.size, args.supersample,
+                             args.frame_size, not args.no_video, device, args.ops)
             except Exception as exc:  # noqa: BLE001 (one image's outputs failing must not cost the batch's)
                 why = f"could not write {folder}: {type(exc).__name__}: {exc}"
                 failed.append((why, why))

@@ -1,5 +1,6 @@
 """`sgfast render strokes.json --size N --out FILE`: re-render a painting exported by `sgfast paint`
-exactly (rasterize_strokes mode "exact" + composite) at any size."""
+exactly at any size: rasterize_strokes mode "exact" + composite, or, for a `--method exact`
+painting, render_strokes at its own shape with the long side --size."""
 from __future__ import annotations
 
 import os
@@ -10,7 +11,7 @@ from sgfast.commands.options import check_ops, reason, within, writable_file
 
 def configure(parser):
     parser.add_argument("strokes", help="strokes.json written by `sgfast paint`")
-    parser.add_argument("--size", type=int, default=512, help="output side in pixels (default: %(default)s)")
+    parser.add_argument("--size", type=int, default=512, help="output side in pixels; the long side for a --method exact painting (default: %(default)s)")
     parser.add_argument("--out", required=True, help="output PNG file")
     parser.add_argument("--supersample", type=int, default=4, help="samples per pixel side (default 4)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default: cpu)")
@@ -26,7 +27,7 @@ def run(args):
     from sgfast.op_args import MAX_SUPERSAMPLE
     from sgfast.memory import OverBudget
     from sgfast.paint import render_exact
-    from sgfast.paint.rerender import check_rerender_fits
+    from sgfast.paint.rerender import check_rerender_fits, render_painting_at
     from sgfast.paint.export import StrokeDocError, png_bytes, read_strokes_document
 
     within("size", args.size, 1, 16384)
@@ -38,14 +39,19 @@ def run(args):
     except (StrokeDocError, OSError, ValueError) as exc:
         raise UsageError(reason(exc)) from None
     writable_file("--out", args.out)
+    exact = doc.get("renderer") == "render_strokes"  # a --method exact painting: its own shape
     try:
         check_rerender_fits(args.size, len({m for m in mask_ids if m is not None}))
     except (OverBudget, ValueError) as exc:
         raise UsageError(str(exc)) from None
     try:
-        image = render_exact(strokes, layers, mask_ids, masks, args.size, args.supersample,
-                             tuple(doc.get("background", (0, 0, 0))), device, ops=args.ops)
-    except ValueError as exc:  # the file's content (e.g. its background colour)
+        if exact:
+            image = render_painting_at(strokes, tuple(doc.get("background", (0, 0, 0))), int(doc["height"]),
+                                       int(doc["width"]), args.size, float(doc["softness"]), device, args.ops)
+        else:
+            image = render_exact(strokes, layers, mask_ids, masks, args.size, args.supersample,
+                                 tuple(doc.get("background", (0, 0, 0))), device, ops=args.ops)
+    except (ValueError, KeyError, TypeError) as exc:  # the file's content (e.g. its background colour)
         raise UsageError(f"{args.strokes}: {reason(exc)}") from None
     u8 = to_u8_hwc(image)
     try:

@@ -97,22 +97,27 @@ def _to_unit_float(arr, path):
     raise ImageReadError(f"unsupported pixel type {arr.dtype} in {path}")
 
 
-def shrink_sides(arr, max_side):
+def shrink_sides(arr, max_side, keep_aspect=False):
     """Area-reduce each side of an [H, W(, C)] array longer than max_side to max_side (the sides
-    independently: for callers that resize to a square anyway), in the array's own dtype, so a huge
-    image is never held as float. Arrays within the limit are returned as they are."""
+    independently: for callers that resize to a square anyway; keep_aspect: both sides by the same
+    factor, the long side to max_side), in the array's own dtype, so a huge image is never held as
+    float. Arrays within the limit are returned as they are."""
     h, w = arr.shape[:2]
     if max_side is None or (h <= max_side and w <= max_side):
         return arr
-    nh, nw = min(h, max_side), min(w, max_side)
+    if keep_aspect:
+        scale = max_side / max(h, w)
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    else:
+        nh, nw = min(h, max_side), min(w, max_side)
     out = cv2.resize(arr, (nw, nh), interpolation=cv2.INTER_AREA)
     return out.reshape((nh, nw) + arr.shape[2:])
 
 
-def read_image_rgb(path, max_side=None):
+def read_image_rgb(path, max_side=None, keep_aspect=False):
     """float32 RGB [H, W, 3] in [0, 1]. Grayscale is replicated, alpha dropped, 16 bit rescaled.
-    max_side: see shrink_sides (applied before the float conversion)."""
-    arr = shrink_sides(decode(path, max_side=max_side), max_side)
+    max_side, keep_aspect: see shrink_sides (applied before the float conversion)."""
+    arr = shrink_sides(decode(path, max_side=max_side), max_side, keep_aspect)
     if arr.ndim == 2:
         arr = arr[:, :, None]
     c = arr.shape[2]

@@ -134,10 +134,14 @@ def write_mp4(path: str, frames, fps: float = 10.0) -> None:
 # --------------------------------------------------------------------------- strokes
 
 def strokes_document(strokes: np.ndarray, layers, steps, mask_ids, mask_files, canvas_size: int,
-                     mode: str, background=(0.0, 0.0, 0.0), source: str = "") -> dict:
+                     mode: str, background=(0.0, 0.0, 0.0), source: str = "", height=None, width=None,
+                     softness=None) -> dict:
     """The JSON stroke document. strokes [N, 13]; layers[i] in {"fg", "bg", "all"}; mask_ids[i]
-    indexes mask_files (the gate of stroke i: S for fg, 1 - S for bg) or is None (no gate)."""
-    return {
+    indexes mask_files (the gate of stroke i: S for fg, 1 - S for bg) or is None (no gate).
+    softness given: a render_strokes painting ("renderer": "render_strokes") of height x width."""
+    extra = {} if softness is None else {"renderer": "render_strokes", "softness": float(softness),
+                                         "height": int(height), "width": int(width)}
+    return {**extra,
         "format": STROKE_FORMAT, "version": STROKE_VERSION,
         "about": "x0 y0 x1 y1 x2 y2 z0 z2 w0 w2 r g b in [0, 1]; x = rows, (x1, y1) relative to the "
                  "endpoints; strokes are composited in order onto the background; an fg stroke's "
@@ -186,17 +190,20 @@ def read_strokes_document(path):
 
 
 def svg_text(strokes: np.ndarray, layers, mask_ids, mask_pngs, size: int,
-             background=(0.0, 0.0, 0.0)) -> str:
+             background=(0.0, 0.0, 0.0), height=None) -> str:
     """SVG of the strokes: one quadratic Bezier path per stroke, in order. The path's width is the
     mean of its end diameters and its opacity the mean of its end opacities (SVG strokes have one
     width and opacity); fg/bg strokes are clipped by an SVG mask made from S (embedded PNG)."""
     def col(c):
         return "#%02x%02x%02x" % tuple(int(round(float(v) * 255)) for v in c)
 
-    s = float(size)
+    # size is the width; height (default: size) the rows. Rows scale with the height, columns with
+    # the width and radii with sqrt(height width), as render_strokes does (the same on a square).
+    rows = size if height is None else height
+    s, sr, sd = float(size), float(rows), (float(size) * float(rows)) ** 0.5
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" '
-           f'width="{size}" height="{size}" viewBox="0 0 {size} {size}">',
-           f'<rect width="{size}" height="{size}" fill="{col(background)}"/>']
+           f'width="{size}" height="{rows}" viewBox="0 0 {size} {rows}">',
+           f'<rect width="{size}" height="{rows}" fill="{col(background)}"/>']
     if mask_pngs:  # [(png of S, png of 1 - S)] per mask: luminance masks gate fg / bg strokes
         out.append("<defs>")
         for m, pair in enumerate(mask_pngs):
@@ -211,8 +218,8 @@ def svg_text(strokes: np.ndarray, layers, mask_ids, mask_pngs, size: int,
         # rasterize_strokes(mode="exact") geometry: control points (255 v + 0.5) / 256 of the side,
         # the middle one relative to the ends; radius (1 + 64 z) / 256. x = rows -> SVG y.
         cx1, cy1 = x0 + (x2 - x0) * x1, y0 + (y2 - y0) * y1
-        pt = [((255 * a + 0.5) / 256 * s, (255 * b + 0.5) / 256 * s) for a, b in ((x0, y0), (cx1, cy1), (x2, y2))]
-        width = ((1 + 64 * z0) + (1 + 64 * z2)) / 256 * s  # mean diameter
+        pt = [((255 * a + 0.5) / 256 * sr, (255 * b + 0.5) / 256 * s) for a, b in ((x0, y0), (cx1, cy1), (x2, y2))]
+        width = ((1 + 64 * z0) + (1 + 64 * z2)) / 256 * sd  # mean diameter
         opacity = 0.5 * (w0 + w2)
         d = "M %.3f %.3f Q %.3f %.3f %.3f %.3f" % (pt[0][1], pt[0][0], pt[1][1], pt[1][0], pt[2][1], pt[2][0])
         gate = ""
@@ -225,6 +232,19 @@ def svg_text(strokes: np.ndarray, layers, mask_ids, mask_pngs, size: int,
 
 
 # --------------------------------------------------------------------------- a painting's folder
+
+def fit_frame(frame, long_side):
+    """A uint8 frame of any shape scaled so its long side is long_side, the aspect kept (area
+    average when shrinking, nearest when growing)."""
+    import cv2
+
+    h, w = frame.shape[:2]
+    if long_side is None or max(h, w) == long_side:
+        return frame
+    scale = long_side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(frame, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_NEAREST)
+
 
 def upscale_frame(frame, side):
     """A square uint8 frame scaled to side x side by nearest neighbour (a small canvas stays crisp)."""
@@ -267,15 +287,20 @@ def write_result(result, folder, size=None, supersample=4, frame_size=256, video
                 put(name, png_bytes(m8))
                 mask_files.append(name)
                 mask_pairs.append((png_bytes(m8), png_bytes(255 - m8)))
+        height = int(result.canvas.shape[-2])
+        background = result.background or (0.0, 0.0, 0.0)
         doc = strokes_document(result.strokes, result.layers, result.steps, result.mask_ids, mask_files,
-                               result.size, result.mode, source=result.name)
+                               result.size, result.mode, background=background, source=result.name,
+                               height=height, width=result.size, softness=result.softness)
         put("strokes.json", json.dumps(doc, indent=1).encode())
         put("strokes.svg", svg_text(result.strokes, result.layers, result.mask_ids, mask_pairs,
-                                    result.size).encode())
+                                    result.size, background=background,
+                                    height=height if result.exact else None).encode())
         if size:
             put(f"painting_{size}.png", png_bytes(to_u8_hwc(result_exact(result, size, supersample, device, ops))))
         if video and result.frames:
-            frames = [upscale_frame(f, frame_size) for f in result.frames]
+            fit = fit_frame if result.exact else upscale_frame
+            frames = [fit(f, frame_size) for f in result.frames]
             put("progress.gif", gif_bytes(frames))
             write_mp4(os.path.join(tmp, "progress.mp4"), frames)  # raises if ffmpeg fails
         files = sorted(os.listdir(tmp))

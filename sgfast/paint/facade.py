@@ -27,6 +27,7 @@ import torch
 from sgfast.data.tensor_images import resize_square
 from sgfast.paint.agent_painter import paint_batch
 from sgfast.paint.divide_painter import paint_divided
+from sgfast.paint.exact_painter import DEFAULT_LONG_SIDE, DEFAULT_PRESET, DEFAULT_STROKES, paint_exact
 from sgfast.paint.inputs import as_image_list, load_images
 from sgfast.paint.instances import DEFAULT_MIN_GAIN, check_min_gain, stroke_gates
 from sgfast.paint.optimize_painter import paint_optimize
@@ -40,8 +41,8 @@ BG_GATES = ("union", "chosen")  # what background strokes keep off with several 
 
 def paint(images, mode="sg", steps=None, actor=None, renderer=None, segmenter=None, expert=None,
           masks=None, boxes=None, instances=None, device="cpu", ops="fused", batch_size=8,
-          frames="step", progress=False, models=None, method="agent", strokes=100, iters=200, lr=0.1, nu=0.0, divide=1,
-          bg_gate="chosen", min_gain=DEFAULT_MIN_GAIN):
+          frames="step", progress=False, models=None, method="agent", strokes=None, iters=200, lr=0.1, nu=0.0,
+          divide=1, bg_gate="chosen", min_gain=DEFAULT_MIN_GAIN, size=None, preset=None):
     """Paint `images` (paths, [H, W, 3] arrays or [3, H, W] tensors). Returns one PaintResult per
     image, in order; an image that cannot be read gets a result with `.error` set and the others are
     still painted. Set-up problems (weights, options) raise PaintError.
@@ -54,16 +55,28 @@ def paint(images, mode="sg", steps=None, actor=None, renderer=None, segmenter=No
     left out of Eq. 16 from then on (None: plain Eq. 16; sgfast/paint/instances.py). frames: "step",
     "stroke" or "none" (progress frames kept in the results). steps defaults to the agent's episode.
     method "optimize": no agent; `strokes` strokes optimised by Adam (`iters`, `lr`, focus weight `nu`),
-    see sgfast/paint/optimize_painter.py. divide D > 1: grid refinement, the painting is D x the canvas
-    (sgfast/paint/divide_painter.py).
+    see sgfast/paint/optimize_painter.py (default 100 strokes). divide D > 1: grid refinement, the
+    painting is D x the canvas (sgfast/paint/divide_painter.py). method "exact": no agent, the image
+    painted at its own shape with long side `size` (default 512) by `strokes` strokes (default 1000)
+    optimised coarse to fine through the exact renderer, `preset` "fast" (default), "balanced" or
+    "quality" (sgfast/paint/exact_painter.py).
     """
+    if method == "exact":
+        if divide != 1:
+            raise PaintError(f"divide applies to method 'agent' (got divide={divide} with method 'exact')")
+        return paint_exact(images, DEFAULT_STROKES if strokes is None else strokes,
+                           DEFAULT_LONG_SIDE if size is None else size, preset or DEFAULT_PRESET, device, ops,
+                           frames, progress)
+    if size is not None or preset is not None:
+        raise PaintError("size and preset apply to method 'exact'")
+    strokes = 100 if strokes is None else strokes
     if method == "optimize" and divide != 1:
         raise PaintError(f"divide applies to method 'agent' (got divide={divide} with method 'optimize')")
     if method == "optimize":
         return paint_optimize(images, strokes, iters, lr, nu, renderer, segmenter, expert, masks, boxes, device,
                               ops, batch_size, frames, progress=progress)
     if method != "agent":
-        raise PaintError(f"method must be 'agent' or 'optimize', got {method!r}")
+        raise PaintError(f"method must be 'agent', 'optimize' or 'exact', got {method!r}")
     images = as_image_list(images)
     check_agent_options(len(images), masks, boxes, instances, batch_size, frames, divide, bg_gate, min_gain)
     need_seg = mode == "sg" and any(_needs_segmenter(images[i], i, masks, instances) for i in range(len(images)))

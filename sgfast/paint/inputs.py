@@ -14,18 +14,19 @@ from sgfast.paint.result import PaintResult
 DEFAULT_MAX_SIDE = 2048
 
 
-def as_image(item, max_side=DEFAULT_MAX_SIDE):
+def as_image(item, max_side=DEFAULT_MAX_SIDE, keep_aspect=False):
     """(name, float32 RGB [H, W, 3] in [0, 1]) from a path, a numpy array or a tensor.
 
     Arrays: [H, W], [H, W, C] or [C, H, W] with C = 1 (grey, replicated), 3 (RGB) or 4 (RGBA, alpha
     dropped, as for files); uint8, uint16 (/ 65535), bool or float (clipped to [0, 1], NaN refused).
-    Sides longer than max_side are area-reduced (see sgfast.data.imageio.shrink_sides).
+    Sides longer than max_side are area-reduced (see sgfast.data.imageio.shrink_sides; keep_aspect:
+    by one factor, the long side to max_side).
     """
     from sgfast.data.imageio import read_image_rgb, shrink_sides
 
     if isinstance(item, (str, os.PathLike)):
         path = os.fspath(item)
-        return os.path.splitext(os.path.basename(path))[0], read_image_rgb(path, max_side)
+        return os.path.splitext(os.path.basename(path))[0], read_image_rgb(path, max_side, keep_aspect)
     arr = item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else np.asarray(item)
     if arr.ndim == 2:
         arr = arr[:, :, None]
@@ -44,7 +45,7 @@ def as_image(item, max_side=DEFAULT_MAX_SIDE):
             raise ValueError("image array has NaN or infinite values")
     elif arr.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"image arrays must be uint8, uint16, bool or float, got {arr.dtype}")
-    arr = shrink_sides(np.ascontiguousarray(arr[:, :, :3]), max_side)
+    arr = shrink_sides(np.ascontiguousarray(arr[:, :, :3]), max_side, keep_aspect)
     if arr.ndim == 2:  # cv2.resize drops a single channel
         arr = arr[:, :, None]
     if arr.shape[2] == 1:
@@ -103,7 +104,7 @@ def as_image_list(images) -> list:
     return list(images)
 
 
-def load_images(images, max_side=DEFAULT_MAX_SIDE, mode="sg"):
+def load_images(images, max_side=DEFAULT_MAX_SIDE, mode="sg", keep_aspect=False):
     """Read every image (see as_image). Returns (results, loaded): results has one entry per image,
     a PaintResult with .error for an image that could not be read and None for the others;
     loaded lists (index, name, float RGB [H, W, 3]) of the readable ones (unnamed arrays are
@@ -112,7 +113,7 @@ def load_images(images, max_side=DEFAULT_MAX_SIDE, mode="sg"):
     for i, item in enumerate(images):
         default = f"image_{i:04d}"
         try:
-            name, img = as_image(item, max_side)
+            name, img = as_image(item, max_side, keep_aspect)
             loaded.append((i, name or default, img))
         except (OSError, ValueError) as exc:
             path = isinstance(item, (str, os.PathLike))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from sgfast.agent.env import render_strokes_op
 from sgfast.backend import Ops, get_ops
 from sgfast.data.tensor_images import resize_square
 from sgfast.memory import check_fits, memory_budget
@@ -67,8 +68,32 @@ def render_exact(strokes, layers, mask_ids, masks, size, supersample=4, backgrou
     return canvas[0].cpu()
 
 
+def long_side_shape(height, width, long_side):
+    """(h, w) with max(h, w) = long_side and the aspect of (height, width)."""
+    scale = long_side / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+@torch.no_grad()
+def render_painting_at(strokes, background, height, width, long_side, softness=1.0, device="cpu", ops="fused"):
+    """A render_strokes painting (method "exact") redrawn with its long side at `long_side`, its
+    shape kept: the flat background, then the strokes [N, 13]. Returns [3, h, w] float on the CPU.
+    At the painting's own size this is the painting itself."""
+    ops = ops if isinstance(ops, Ops) else get_ops(ops)
+    h, w = long_side_shape(height, width, long_side)
+    check_fits(4 * 3 * h * w * 3, f"re-rendering at {long_side} px", "choose a smaller --size")
+    strokes = torch.as_tensor(np.asarray(strokes), dtype=torch.float32, device=device).view(1, -1, STROKE_PARAMS)
+    base = torch.tensor(background, dtype=torch.float32, device=device).view(1, 3, 1, 1).expand(1, 3, h, w)
+    render_strokes, _ = render_strokes_op(ops)
+    return render_strokes(base.contiguous(), strokes, softness=softness)[0].cpu()
+
+
 def result_exact(result: PaintResult, size, supersample=4, device="cpu", ops="fused"):
-    """render_exact of a PaintResult's strokes with its gates."""
+    """render_exact of a PaintResult's strokes with its gates (a method "exact" painting: redrawn by
+    render_strokes with its long side at `size`)."""
+    if result.exact:
+        return render_painting_at(result.strokes, result.background, result.canvas.shape[-2], result.canvas.shape[-1],
+                                  size, result.softness, device, ops)
     masks = [] if result.masks is None else [m.numpy() for m in result.gate_masks]
     return render_exact(result.strokes, result.layers, result.mask_ids, masks, size, supersample, device=device,
                         ops=ops)

@@ -31,10 +31,19 @@ class PaintResult:
     steps: list = dataclasses.field(default_factory=list)     # step of each stroke
     frames: list = dataclasses.field(default_factory=list)    # uint8 [S, S, 3] progress frames
     mode: str = "sg"
+    # method "exact" (sgfast/paint/exact_painter.py): the canvas is [3, H, W] at the image's shape,
+    # painted onto a flat `background` by render_strokes with this `softness` (pixels)
+    background: tuple | None = None
+    softness: float | None = None
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def exact(self) -> bool:
+        """Painted by render_strokes (method "exact"): re-renders at any size, the image's shape."""
+        return self.softness is not None
 
     @property
     def size(self) -> int:
