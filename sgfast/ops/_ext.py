@@ -65,3 +65,20 @@ def cuda_version_mismatch():
         return None
     return (f"sgfast._C was built with CUDA {ext_major}.{CUDA_RUNTIME_VERSION % 1000 // 10} but torch uses CUDA "
             f"{torch.version.cuda}: rebuild it against this torch")
+
+
+def not_differentiable(op: str, why: str):
+    """Register an autograd formula for `sgfast::<op>` that raises instead of returning a gradient: a
+    clear error rather than the autograd fallback's silent None / 0 (a wrong number). Used for the
+    forward-only ops (differentiating through them is an error) and for the ops' backward kernels
+    (double backward: a gradient of a gradient, which the training never takes through these ops;
+    WGAN-GP differentiates twice through the discriminator only)."""
+    qualified = f"sgfast::{op}"
+
+    def _setup(ctx, inputs, output):
+        pass
+
+    def _raise(ctx, *grads):
+        raise RuntimeError(f"sgfast: {why}")
+
+    torch.library.register_autograd(qualified, _raise, setup_context=_setup)

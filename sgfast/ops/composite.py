@@ -11,7 +11,7 @@ See docs/ops/composite.md.
 """
 import torch
 
-from sgfast.ops._ext import HAS_EXT, require_ext
+from sgfast.ops._ext import HAS_EXT, not_differentiable, require_ext
 
 __all__ = ["composite", "composite_frames"]
 
@@ -136,3 +136,7 @@ if HAS_EXT:
                 grad_color if need[2] else None, None, None)
 
     torch.library.register_autograd("sgfast::composite", _backward, setup_context=_setup_context)
+    not_differentiable("_composite_backward", "double backward through composite is not supported (its "
+                       "backward is not differentiable); use sgfast.reference.composite for higher-order gradients")
+    not_differentiable("composite_frames", "composite_frames is forward only (progress frames); differentiate "
+                       "through composite")

@@ -8,7 +8,7 @@ equal to sgfast.reference.focus_distance / focus_reward.
 """
 import torch
 
-from sgfast.ops._ext import HAS_EXT, require_ext
+from sgfast.ops._ext import HAS_EXT, not_differentiable, require_ext
 from sgfast.ops.crop import check_boxes, check_image
 from sgfast.op_args import crop_size
 
@@ -101,3 +101,6 @@ if HAS_EXT:
         return (grad_target, g0 if need0 else None, g1 if need1 else None, None, None, None, None)
 
     torch.library.register_autograd("sgfast::focus_reward", _backward_reward, setup_context=_setup_reward)
+    for _op in ("_focus_distance_backward", "_focus_reward_backward"):
+        not_differentiable(_op, "double backward through focus_distance / focus_reward is not supported (their "
+                           "backward is not differentiable); use sgfast.reference for higher-order gradients")

@@ -5,7 +5,7 @@ Contract: docs/ops/rasterize.md.
 import torch
 
 from sgfast.op_args import MAX_SIZE, MAX_SUPERSAMPLE, MODES, check_args, check_values  # noqa: F401
-from sgfast.ops._ext import require_ext
+from sgfast.ops._ext import not_differentiable, require_ext
 
 def rasterize_strokes(params: torch.Tensor, size: int, mode: str = "ltp", supersample: int = 4) -> torch.Tensor:
     """Renders N strokes to alpha maps [N, size, size] (0 = untouched), dtype of `params`.
@@ -37,6 +37,9 @@ def _register_fake():
     def _(params, size, mode, supersample):
         torch._check(params.dim() == 2 and params.shape[1] == 10, lambda: "params must be [N, 10]")
         return params.new_empty((params.shape[0], size, size))
+
+    not_differentiable("rasterize_strokes", "rasterize_strokes is forward only (labels and re-rendering); "
+                       "differentiate through render_strokes")
 
 
 _register_fake()

@@ -13,7 +13,7 @@ docs/ops/render_strokes.md; eager twin: sgfast.reference.render_strokes.
 import torch
 
 from sgfast.op_args import check_render_args, check_render_values
-from sgfast.ops._ext import HAS_EXT, require_ext
+from sgfast.ops._ext import HAS_EXT, not_differentiable, require_ext
 
 __all__ = ["render_strokes"]
 
@@ -73,3 +73,6 @@ if HAS_EXT and _registered():
         return (grad_canvas if need[0] else None, grad_strokes if need[1] else None, None, None, None)
 
     torch.library.register_autograd("sgfast::render_strokes", _backward, setup_context=_setup_context)
+    not_differentiable("_render_strokes_backward", "double backward through render_strokes is not supported (its "
+                       "backward is not differentiable); use sgfast.reference.render_strokes for higher-order "
+                       "gradients")
