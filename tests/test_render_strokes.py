@@ -376,3 +376,46 @@ def test_mask_requiring_grad_refused():
     c, s, m, lay = make_inputs(1, 2, 4, 4)
     with pytest.raises(ValueError, match="'mask'.*detach"):
         ref.render_strokes(c, s, m.requires_grad_(), lay)
+
+
+# --- CUDA (skipped without a GPU) ----------------------------------------------------------------
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(2, 5, 33, 47), (1, 40, 70, 64), (3, 1, 16, 16)])
+@pytest.mark.parametrize("mask,layer", [("none", "none"), ("soft", "mixed")])
+def test_cuda_matches_cpu(dtype, shape, mask, layer):
+    inputs = make_inputs(*shape, dtype=dtype, mask=mask, layer=layer, seed=21)
+    cuda = [None if t is None else t.cuda() for t in inputs]
+    got = [t.cpu() for t in run(ops.render_strokes, *cuda, 1.5)]
+    want = run(ops.render_strokes, *inputs, 1.5)
+    for name, g, w in zip(("out", "grad canvas", "grad strokes"), got, want):
+        t = dict(rtol=1e-3, atol=1e-3) if dtype == torch.float32 and name == "grad strokes" else tol(dtype)
+        torch.testing.assert_close(g, w, **t, msg=lambda m: f"{name}: {m}")
+
+
+@needs_cuda
+def test_cuda_special_strokes_and_determinism():
+    strokes = special_strokes().cuda()
+    canvas = torch.rand(1, 3, 37, 45, generator=torch.Generator().manual_seed(5), dtype=torch.float64).cuda()
+    first = run(ops.render_strokes, canvas, strokes, None, None, 1.0)
+    second = run(ops.render_strokes, canvas, strokes, None, None, 1.0)
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+    want = run(ops.render_strokes, canvas.cpu(), strokes.cpu(), None, None, 1.0)
+    for g, w in zip(first, want):
+        torch.testing.assert_close(g.cpu(), w, **tol(torch.float64))
+
+
+@needs_cuda
+def test_cuda_empty_and_bad_values():
+    canvas = torch.rand(2, 3, 8, 8, device="cuda")
+    torch.testing.assert_close(ops.render_strokes(canvas, torch.empty(2, 0, 13, device="cuda")), canvas)
+    bad = torch.rand(2, 3, 13, device="cuda")
+    bad[0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="'strokes'"):
+        ops.render_strokes(canvas, bad)
+    with pytest.raises(RuntimeError, match="'strokes'"):
+        torch.ops.sgfast.render_strokes(canvas, bad, None, None, 1.0)
+    with pytest.raises(ValueError, match="'strokes'"):
+        ops.render_strokes(canvas, torch.rand(2, 3, 13))  # another device
