@@ -19,4 +19,13 @@ inline void check_same_device(const at::Tensor& a, const at::Tensor& b, const ch
   SGFAST_CHECK_ARG(a.device() == b.device(), name, "expected device ", a.device(), ", got ", b.device());
 }
 
+// NaN/inf boxes, refused by the CPU kernels themselves (reading a CPU tensor costs no sync), so code
+// compiled by torch.compile, which skips the Python wrapper's check, is refused the same way (a
+// ValueError) instead of getting a crop of NaN. The CUDA kernels give NaN for such an image instead
+// (a check there would be a host sync on every call).
+inline void check_boxes_finite_cpu(const at::Tensor& boxes) {
+  TORCH_CHECK_VALUE(boxes.numel() == 0 || at::isfinite(boxes).all().item<bool>(),
+                    "sgfast: argument 'boxes': contains NaN or inf");
+}
+
 }  // namespace sgfast

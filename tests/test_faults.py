@@ -284,3 +284,22 @@ def test_train_agent_bad_resume_file_is_one_line(tmp_path, capsys):
         cli.main(["train-agent", "--config", "smoke", "--resume", str(junk), "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err.strip().splitlines()
     assert exc.value.code == 2 and len(err) == 1 and "--resume" in err[0], err
+
+
+@pytest.mark.skipif(not __import__("sgfast").HAS_EXT, reason="extension not built")
+def test_nan_boxes_are_refused_by_the_cpu_kernels_themselves():
+    """The C++ ops check the boxes too, so compiled code (which skips the Python wrapper's check)
+    is refused as eager code is, instead of getting an all-zero or NaN crop."""
+    import sgfast.ops as ops
+
+    x = torch.rand(2, 3, 16, 16)
+    boxes = torch.tensor([[0.1, 0.1, 0.5, 0.5], [float("nan"), 0.1, 0.5, 0.5]])
+    with pytest.raises(ValueError, match="boxes.*NaN or inf"):
+        torch.ops.sgfast.aligned_crop(x, boxes, 8, 8, None)
+    with pytest.raises(ValueError, match="boxes.*NaN or inf"):
+        torch.ops.sgfast.focus_distance(x, x * 0.5, x[:, :1].contiguous(), boxes, 8, 8)
+    compiled = torch.compile(lambda a, b: ops.aligned_crop(a, b, 8), fullgraph=True)
+    with pytest.raises(ValueError, match="boxes.*NaN or inf"):
+        compiled(x, boxes)
+    finite = boxes.nan_to_num(0.2)
+    assert torch.equal(compiled(x, finite), ops.aligned_crop(x, finite, 8))

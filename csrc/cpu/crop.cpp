@@ -196,6 +196,7 @@ template void crop_backward_planes<double>(const double*, const double*, const d
 at::Tensor aligned_crop_cpu(const at::Tensor& x, const at::Tensor& boxes, int64_t out_h, int64_t out_w,
                             const c10::optional<at::Tensor>& mask) {
   check_crop_forward(x, boxes, out_h, out_w, mask);
+  check_boxes_finite_cpu(boxes);
   const at::Tensor xc = x.contiguous(), bc = boxes.contiguous();
   const at::Tensor mc = mask.has_value() ? mask->contiguous() : at::Tensor();
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);

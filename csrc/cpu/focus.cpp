@@ -131,6 +131,7 @@ Dims dims_of(const at::Tensor& target, int64_t out_h, int64_t out_w) {
 at::Tensor focus_forward(const at::Tensor& target, const at::Tensor& canvas0, const at::Tensor* canvas1,
                          const at::Tensor& gbp, const at::Tensor& boxes, int64_t out_h, int64_t out_w) {
   const Dims d = dims_of(target, out_h, out_w);
+  check_boxes_finite_cpu(boxes);
   at::Tensor out = at::empty({d.B}, target.options());
   if (d.B == 0) return out;
   const at::Tensor I = target.contiguous(), C0 = canvas0.contiguous(), G = gbp.contiguous(), bx = boxes.contiguous();
