@@ -146,20 +146,24 @@ def test_nonfinite_canvas_under_zero_gbp_as_the_cpu(bad):
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
 def test_nonfinite_box_gives_nan_for_its_image(bad):
-    """The wrappers refuse non-finite boxes on the CPU; on CUDA that check would be a host sync per
-    call, so the kernels (CPU ones too, for direct op calls) give NaN for the image instead."""
+    """The wrappers and the CPU forward kernels refuse non-finite boxes (reading a CPU tensor is free);
+    on CUDA that check would be a host sync per call, so the CUDA kernels (their CPU twins here) give
+    NaN for the image instead, as does the crop backward kernel."""
     x, boxes, m, gen = crop_inputs(3, 2, 12, 13, torch.float64, 8)
     boxes[1, 2] = bad
     target, c0, c1, gbp, _, _ = focus_inputs(3, 2, 12, 13, torch.float64, 8)
     g = torch.randn(3, 2, 5, 6, generator=gen, dtype=torch.float64)
-    for run in (ops.aligned_crop, ops._cuda_twin_aligned_crop):
-        out = run(x, boxes, 5, 6, m)
-        assert out[1].isnan().all() and out[[0, 2]].isfinite().all()
+    with pytest.raises(ValueError, match="'boxes'"):
+        ops.aligned_crop(x, boxes, 5, 6, m)
+    with pytest.raises(ValueError, match="'boxes'"):
+        ops.focus_reward(target, c0, c1, gbp, boxes, 5, 6)
+    out = ops._cuda_twin_aligned_crop(x, boxes, 5, 6, m)
+    assert out[1].isnan().all() and out[[0, 2]].isfinite().all()
     for run in (ops._aligned_crop_backward, ops._cuda_twin_aligned_crop_backward):
         gx = run(g, boxes, None, 12, 13)
         assert gx[1].isnan().any() and gx[[0, 2]].isfinite().all()
-    for out in (ops.focus_reward(target, c0, c1, gbp, boxes, 5, 6), ops._cuda_twin_focus(target, c0, c1, gbp, boxes, 5, 6)):
-        assert out[1].isnan() and out[[0, 2]].isfinite().all()
+    out = ops._cuda_twin_focus(target, c0, c1, gbp, boxes, 5, 6)
+    assert out[1].isnan() and out[[0, 2]].isfinite().all()
     with pytest.raises(ValueError, match="'boxes'"):
         sgfast.ops.aligned_crop(x, boxes, 5)
 
