@@ -3,6 +3,9 @@
 On a GPU, reading a value back (`.item()`, `bool(t)`, `.tolist()`, `.cpu()`, ...) or an op whose output
 size depends on the data (`nonzero`, boolean-mask indexing, `unique`, ...) waits for the device
 (torch.cuda.set_sync_debug_mode reports those). On the CPU nothing waits, but the calls are the same:
+(boolean-mask indexing is left to the CUDA tests: patching Tensor.__getitem__ cannot be undone, as
+CPython keeps the sequence slot it adds and every tensor then looks like a sequence to
+torch.tensor([...]) for the rest of the process)
 `count_host_syncs()` records every such call made by code outside torch itself (sgfast's, or a
 test's), with the file and line that made it, so a CPU test fails the moment a sync is (re)introduced
 in a hot path. torch's own internals are not counted (e.g. Adam reads its CPU step counter with
@@ -37,11 +40,6 @@ def _caller(depth):
     return f"{frame.f_code.co_filename}:{frame.f_lineno} ({frame.f_code.co_name})"
 
 
-def _is_mask_index(index):
-    items = index if isinstance(index, tuple) else (index,)
-    return any(isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) and i.dim() > 0 for i in items)
-
-
 @contextlib.contextmanager
 def count_host_syncs():
     """Yields a list that collects 'what at file:line' for every host sync asked for inside the block."""
@@ -73,17 +71,6 @@ def count_host_syncs():
             return wrapper
         return make
 
-    def indexing(name):
-        def make(original):
-            def wrapper(self, index, *rest):
-                if _is_mask_index(index):
-                    where = _caller(2)
-                    if where is not None:
-                        records.append(f"boolean-mask Tensor.{name} at {where}")
-                return original(self, index, *rest)
-            return wrapper
-        return make
-
     try:
         for name in _READS:
             patch(torch.Tensor, name, reader(name))
@@ -91,8 +78,6 @@ def count_host_syncs():
             patch(torch, name, data_sized(f"torch.{name}"))
             if hasattr(torch.Tensor, name):
                 patch(torch.Tensor, name, data_sized(f"Tensor.{name}"))
-        patch(torch.Tensor, "__getitem__", indexing("__getitem__"))
-        patch(torch.Tensor, "__setitem__", indexing("__setitem__"))
         yield records
     finally:
         for owner, name, own in reversed(saved):
