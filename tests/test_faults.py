@@ -303,3 +303,19 @@ def test_nan_boxes_are_refused_by_the_cpu_kernels_themselves():
         compiled(x, boxes)
     finite = boxes.nan_to_num(0.2)
     assert torch.equal(compiled(x, finite), ops.aligned_crop(x, finite, 8))
+
+
+@pytest.mark.skipif(not __import__("sgfast").HAS_EXT, reason="extension not built")
+def test_op_outputs_over_the_budget_are_refused_up_front(monkeypatch):
+    import sgfast.ops as ops
+    from sgfast.memory import OverBudget
+
+    monkeypatch.setenv("SGFAST_MEMORY_BUDGET", "64M")
+    start = time.perf_counter()
+    with pytest.raises(OverBudget, match="rasterize_strokes of 64 strokes at 1024 px needs"):
+        ops.rasterize_strokes(torch.rand(64, 10), 1024, "exact", 1)  # 256 MiB of float32
+    canvas = torch.rand(1, 3, 512, 512)
+    with pytest.raises(OverBudget, match="composite_frames of 100 strokes"):
+        ops.composite_frames(canvas, torch.rand(1, 100, 512, 512) * 0, torch.rand(1, 100, 3))
+    assert time.perf_counter() - start < 5
+    assert ops.rasterize_strokes(torch.rand(4, 10), 64, "exact", 1).shape == (4, 64, 64)  # within it

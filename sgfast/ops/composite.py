@@ -11,6 +11,7 @@ See docs/ops/composite.md.
 """
 import torch
 
+from sgfast.memory import check_fits
 from sgfast.ops._ext import HAS_EXT, not_differentiable, require_ext
 
 __all__ = ["composite", "composite_frames"]
@@ -102,6 +103,9 @@ def composite_frames(canvas, alpha, color, mask=None, layer=None):
     Forward only (no gradient). Same arguments as composite; frames[:, -1] equals composite(...).
     """
     canvas, alpha, color, mask, layer = _prepare(canvas, alpha, color, mask, layer)
+    if canvas.device.type == "cpu" and not torch.compiler.is_compiling():  # [B, K, 3, H, W], up front
+        check_fits(alpha.shape[0] * alpha.shape[1] * canvas.shape[1:].numel() * canvas.element_size(),
+                   f"composite_frames of {alpha.shape[1]} strokes", "composite fewer strokes per call")
     require_ext(canvas)
     return torch.ops.sgfast.composite_frames(canvas, alpha, color, mask, layer)
 

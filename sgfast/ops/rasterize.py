@@ -5,6 +5,7 @@ Contract: docs/ops/rasterize.md.
 import torch
 
 from sgfast.op_args import MAX_SIZE, MAX_SUPERSAMPLE, MODES, check_args, check_values  # noqa: F401
+from sgfast.memory import check_fits
 from sgfast.ops._ext import not_differentiable, require_ext
 
 def rasterize_strokes(params: torch.Tensor, size: int, mode: str = "ltp", supersample: int = 4) -> torch.Tensor:
@@ -23,6 +24,10 @@ def rasterize_strokes(params: torch.Tensor, size: int, mode: str = "ltp", supers
     # it needs anyway): checking here too would add two more syncs per call.
     if params.device.type == "cpu" and not torch.compiler.is_compiling():
         check_values(params)
+        # the [N, size, size] output is refused up front when it cannot fit (sgfast.memory)
+        check_fits(params.shape[0] * size * size * params.element_size(),
+                   f"rasterize_strokes of {params.shape[0]} strokes at {size} px",
+                   "rasterize fewer strokes per call or at a smaller size")
     require_ext(params)
     return torch.ops.sgfast.rasterize_strokes(params, size, mode, supersample)
 
