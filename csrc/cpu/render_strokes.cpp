@@ -4,9 +4,9 @@
 // Binning: per image, every stroke is tested against the 16 x 16 tiles of its box; a tile keeps the
 // strokes whose piece boxes meet it, in stroke order, with the range of pieces that do (CSR lists,
 // built per image in parallel). Work items are (image, tile), spread with at::parallel_for; within
-// a tile, a SIMD vector of consecutive pixels of a row walks the tile's list (pieces re-culled per
-// row segment), so the cost follows the area the strokes cover, not N x H x W, and no [B, N, H, W]
-// tensor exists.
+// a tile, a SIMD vector of consecutive pixels of a row walks the tile's list (pieces culled again per
+// row segment of 8 pixels), so the cost follows the area the strokes cover, not N x H x W, and no
+// [B, N, H, W] tensor exists.
 // Backward: per pixel vector, a forward walk records what each covering stroke did (alpha, t^, the
 // canvas before it), then a reverse walk accumulates the gradient sums of kernels/render_strokes.h
 // per (tile, stroke) in vector lanes; the lanes are summed in a fixed order in double at the end of
@@ -239,6 +239,15 @@ SGFAST_LANE void store_n(T* p, typename LP::V v, int n) {
   for (int l = 0; l < n; ++l) p[l] = buf[l];
 }
 
+// The pixel centres [y0, y1] of the row segment (kSegment columns of the tile) holding column j.
+template <typename T>
+SGFAST_LFN void segment_of(const TileAt& at, int64_t j, T* y0, T* y1) {
+  const int64_t s0 = at.j0 + ((j - at.j0) / render::kSegment) * render::kSegment;
+  const int64_t s1 = std::min(at.j1, s0 + render::kSegment);
+  *y0 = static_cast<T>(s0) + T(0.5);
+  *y1 = static_cast<T>(s1 - 1) + T(0.5);
+}
+
 template <typename T>
 SGFAST_LFN bool segment_pieces(const Stroke<T>& s, const Entry& e, T x, T y0, T y1, int* q0, int* q1) {
   return render::row_pieces(s, e.q0, e.q1, x, y0, y1, q0, q1);
@@ -263,13 +272,13 @@ SGFAST_LFN void forward_tile(const Ctx<T>& c, int64_t item) {
   const Entry* entries = c.bins->entries.data();
   const Stroke<T>* st = c.st + at.b * c.N;
   const V offsets = lane_offsets<LP, T>();
-  // Pieces are re-culled per tile row (the same for every SIMD width, and on CUDA).
-  const T y0 = static_cast<T>(at.j0) + T(0.5), y1 = static_cast<T>(at.j1 - 1) + T(0.5);
   for (int64_t i = at.i0; i < at.i1; ++i) {
     const T x = static_cast<T>(i) + T(0.5);
     for (int64_t j = at.j0; j < at.j1; j += kW) {
       const int n = static_cast<int>(std::min<int64_t>(kW, at.j1 - j));
       const int64_t p = i * c.W + j;
+      T y0, y1;
+      segment_of(at, j, &y0, &y1);
       V C0 = load_n<LP>(canvas + p, n), C1 = load_n<LP>(canvas + hw + p, n), C2 = load_n<LP>(canvas + 2 * hw + p, n);
       if (at.first != at.last) {
         const V y = offsets + static_cast<T>(j);
@@ -347,13 +356,13 @@ SGFAST_LFN void backward_tile(const Ctx<T>& c, int64_t item, Scratch<LP>& sc) {
   V* acc_all = sc.acc;
   for (int64_t k = 0; k < L * kBasis; ++k) acc_all[k] = LP::splat(T(0));
   const V offsets = lane_offsets<LP, T>();
-  // Pieces are re-culled per tile row (the same for every SIMD width, and on CUDA).
-  const T y0 = static_cast<T>(at.j0) + T(0.5), y1 = static_cast<T>(at.j1 - 1) + T(0.5);
   for (int64_t i = at.i0; i < at.i1; ++i) {
     const T x = static_cast<T>(i) + T(0.5);
     for (int64_t j = at.j0; j < at.j1; j += kW) {
       const int n = static_cast<int>(std::min<int64_t>(kW, at.j1 - j));
       const int64_t p = i * c.W + j;
+      T y0, y1;
+      segment_of(at, j, &y0, &y1);
       const V y = offsets + static_cast<T>(j);
       const V S = mask != nullptr ? load_n<LP>(mask + p, n) : LP::splat(T(0));
       V C0 = load_n<LP>(canvas + p, n), C1 = load_n<LP>(canvas + hw + p, n), C2 = load_n<LP>(canvas + 2 * hw + p, n);

@@ -148,6 +148,15 @@ Binned bin(const Args& a) {
   return r;
 }
 
+// The pixel centres [y0, y1] of the row segment (kSegment columns of the tile) of column j0 + lj.
+template <typename T>
+__device__ __forceinline__ void segment_of(int64_t j0, int lj, int64_t W, T* y0, T* y1) {
+  const int64_t s0 = j0 + (lj / render::kSegment) * render::kSegment;
+  const int64_t s1 = s0 + render::kSegment < W ? s0 + render::kSegment : W;
+  *y0 = static_cast<T>(s0) + T(0.5);
+  *y1 = static_cast<T>(s1 - 1) + T(0.5);
+}
+
 template <typename T>
 __device__ __forceinline__ T load_or(const T* p, bool valid, T fallback) {
   return valid ? *p : fallback;
@@ -170,7 +179,8 @@ __global__ void forward_kernel(int64_t count, int64_t tiles, int64_t TW, int64_t
     const T* c = canvas + b * 3 * hw;
     T C0 = c[p], C1 = c[hw + p], C2 = c[2 * hw + p];
     const T x = static_cast<T>(i) + T(0.5), y = static_cast<T>(j) + T(0.5);
-    const T y0 = static_cast<T>(j0) + T(0.5), y1 = static_cast<T>((j0 + kTile < W ? j0 + kTile : W) - 1) + T(0.5);
+    T y0, y1;
+    segment_of<T>(j0, lj, W, &y0, &y1);
     const T S = mask != nullptr ? mask[b * hw + p] : T(0);
     const Stroke<T>* sb = st + b * N;
     for (int64_t e = start[item]; e < start[item + 1]; ++e) {
@@ -234,7 +244,8 @@ __global__ void __launch_bounds__(kBlock) backward_kernel(
     const T* c = canvas + b * 3 * hw;
     const T* go = grad_out + b * 3 * hw;
     const T x = static_cast<T>(i) + T(0.5), y = static_cast<T>(j) + T(0.5);
-    const T y0 = static_cast<T>(j0) + T(0.5), y1 = static_cast<T>((j0 + kTile < W ? j0 + kTile : W) - 1) + T(0.5);
+    T y0, y1;
+    segment_of<T>(j0, lj, W, &y0, &y1);
     const T S = mask != nullptr ? load_or(mask + b * hw + p, valid, T(0)) : T(0);
     const Stroke<T>* sb = st + b * N;
     const int64_t e_begin = start[item], e_end = start[item + 1];

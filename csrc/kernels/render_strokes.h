@@ -39,6 +39,7 @@ namespace render {
 
 constexpr int kPieces = 16;  // t intervals of a stroke (a power of 2: t = q / kPieces is exact)
 constexpr int kTile = 16;    // tiles of kTile x kTile pixels
+constexpr int kSegment = 8;  // pieces are culled again per row segment of kSegment pixels of a tile
 constexpr int kParams = 13;  // x0 y0 x1 y1 x2 y2 z0 z2 w0 w2 r g b
 constexpr int kBasis = 13;   // gradient sums per (tile, stroke), see Basis
 constexpr int kMaxSteps = 60;
@@ -73,6 +74,11 @@ struct Stroke {
   T w0, dw;                  // w(t) = w0 + dw t
   T col[3];
   T d_eps;  // see machine_eps
+  // f is Lipschitz in t with constant |dr| + max |B'| (|q / d| <= |B'|, and |B'| is largest at an
+  // end): on a piece of length h, f <= (f(a) + f(b) + lip_h) / 2 with lip_h = that constant times h.
+  // Where that is <= -softness / 2 (f(a) + f(b) + lip_h <= cut = -softness) the piece cannot give
+  // alpha > 0 and is not searched.
+  T lip_h, cut;
   // B, B' and R at the piece ends t_k = k / kPieces (the scan's samples).
   T sx[kPieces + 1], sy[kPieces + 1], gx[kPieces + 1], gy[kPieces + 1], sr[kPieces + 1];
   // Box of piece q, grown by its reach: pixel centres outside it get no alpha from the piece.
@@ -107,6 +113,14 @@ SGFAST_RFN Stroke<T> make_stroke(const T* f, int64_t H, int64_t W, T softness) {
   s.col[1] = f[11];
   s.col[2] = f[12];
   s.d_eps = T(8) * (h + w) * machine_eps<T>();
+  {
+    const T v0 = sqrt(s.vx * s.vx + s.vy * s.vy);
+    const T v1x = T(2) * s.ax + s.vx, v1y = T(2) * s.ay + s.vy;
+    const T v1 = sqrt(v1x * v1x + v1y * v1y);
+    const T lip = (s.dr < T(0) ? -s.dr : s.dr) + (v0 > v1 ? v0 : v1);
+    s.lip_h = lip * (T(1.001) / T(kPieces)) + T(1e-3);  // (a little over, for rounding)
+    s.cut = -softness;
+  }
   for (int k = 0; k <= kPieces; ++k) {
     const T t = T(k) / T(kPieces);
     s.sx[k] = (s.ax * t + s.vx) * t + s.px;
@@ -168,7 +182,8 @@ struct Scalar {
   static SGFAST_RFN bool all(M m) { return m; }
 };
 
-// The pieces of [e0, e1] that meet the row segment of pixel centres (x, [y0, y1]) (a tile row).
+// The pieces of [e0, e1] that meet the row segment of pixel centres (x, [y0, y1]) (kSegment pixels
+// of a tile row, the same on the CPU for any SIMD width and on CUDA).
 template <typename T>
 SGFAST_RFN bool row_pieces(const Stroke<T>& s, int e0, int e1, T x, T y0, T y1, int* q0, int* q1) {
   int first = -1, last = -1;
@@ -212,7 +227,7 @@ SGFAST_RFN Eval<LP> eval(const Stroke<T>& s, typename LP::V t, T x, typename LP:
   return e;
 }
 
-// Newton steps on g stop once a step is below this; f is then evaluated at the last point.
+// Newton steps on g stop once a step is below this.
 template <typename T>
 SGFAST_RFN T newton_tol();
 template <>
@@ -234,9 +249,10 @@ SGFAST_RFN void offer(typename LP::M m, typename LP::V f, typename LP::V t, Hit<
   best.t = LP::sel(take, t, best.t);
 }
 
-// f and f' at sample k (the piece end t_k), from the tables of make_stroke.
+// f, f' and g (see eval) at sample k (the piece end t_k), from the tables of make_stroke.
 template <typename LP, typename T>
-SGFAST_RFN void sample(const Stroke<T>& s, int k, T x, typename LP::V y, typename LP::V& f, typename LP::V& fp) {
+SGFAST_RFN void sample(const Stroke<T>& s, int k, T x, typename LP::V y, typename LP::V& f, typename LP::V& fp,
+                       typename LP::V& g) {
   using V = typename LP::V;
   const T ex = s.sx[k] - x;
   const V ey = s.sy[k] - y;
@@ -245,6 +261,7 @@ SGFAST_RFN void sample(const Stroke<T>& s, int k, T x, typename LP::V y, typenam
   const typename LP::M nz = d > T(0);
   f = s.sr[k] - d;
   fp = LP::sel(nz, s.dr - q / LP::sel(nz, d, LP::splat(T(1))), LP::splat(T(0)));
+  g = q - s.dr * d;
 }
 
 // Whether f' may change sign inside a piece of length h whose ends have the same sign of f' (m0, m1
@@ -258,32 +275,28 @@ SGFAST_RFN typename LP::M hermite_turns(typename LP::V f0, typename LP::V m0, ty
   using M = typename LP::M;
   const V D = (f1 - f0) * (T(1) / h);
   const V A = T(3) * (m0 + m1) - T(6) * D, B = T(6) * D - T(4) * m0 - T(2) * m1;
-  // The extremum of p' at s* = -B / (2 A), when inside (0, 1).
-  const M quad = LP::mor(A > T(0), A < T(0));
-  const V sx = -B / LP::sel(quad, T(2) * A, LP::splat(T(1)));
-  const M inside = LP::mand(quad, LP::mand(sx > T(0), sx < T(1)));
-  const V ext = (A * sx + B) * sx + m0;
-  const M pos = LP::mand(m0 > T(0), m1 > T(0)), neg = LP::mand(m0 < T(0), m1 < T(0));
-  return LP::mand(inside, LP::mor(LP::mand(pos, ext < T(0)), LP::mand(neg, ext > T(0))));
+  // p' = A s^2 + B s + m0 has its extremum at s* = -B / (2 A), of value m0 - B^2 / (4 A). With
+  // m0, m1 > 0 it dips below 0 inside iff A > 0, 0 < s* < 1 and B^2 > 4 A m0; with m0, m1 < 0 it rises
+  // above 0 iff A < 0, 0 < s* < 1 and again B^2 > 4 A m0 (no division).
+  const V twoA = T(2) * A;
+  const M big = B * B > T(4) * A * m0;
+  const M pos = LP::mand(LP::mand(m0 > T(0), m1 > T(0)), LP::mand(A > T(0), LP::mand(B < T(0), B > -twoA)));
+  const M neg = LP::mand(LP::mand(m0 < T(0), m1 < T(0)), LP::mand(A < T(0), LP::mand(B > T(0), B < -twoA)));
+  return LP::mand(big, LP::mor(pos, neg));
 }
 
-// The maximum of f on [a, b] (per lane) in lanes `act`, where the scan saw f' go from + to -: Newton
-// steps on g (= -d f') inside the shrinking bracket (bisection when a step leaves it), from the
-// regula falsi point. Where the exact f' at the ends disagrees with the sampled signs, the ends are
-// the candidates.
+// The maximum of f on [a, b] (per lane) in lanes `act`, where f' goes from + to - (g = -d f' from
+// ga < 0 to gb > 0, as sampled): Newton steps on g inside the shrinking bracket (bisection when a step
+// leaves it), from the regula falsi point. Once a step is below newton_tol, s = f + f' step (exact
+// where f is piecewise linear, at a kink; off by f'' step^2 / 2 at a smooth maximum).
 template <typename LP, typename T>
-SGFAST_RFN void solve_bracket(const Stroke<T>& s, typename LP::V a, typename LP::V b, T x, typename LP::V y,
-                              typename LP::M act, Hit<LP>& best) {
+SGFAST_RFN void solve_bracket(const Stroke<T>& s, typename LP::V a, typename LP::V b, typename LP::V ga,
+                              typename LP::V gb, T x, typename LP::V y, typename LP::M act, Hit<LP>& best) {
   using V = typename LP::V;
   using M = typename LP::M;
-  const Eval<LP> ea = eval<LP>(s, a, x, y), eb = eval<LP>(s, b, x, y);
-  const M okA = ea.fp > T(0), okB = eb.fp < T(0);
-  offer<LP>(LP::mand(act, LP::mnot(okA)), ea.f, a, best);
-  offer<LP>(LP::mand(act, LP::mnot(okB)), eb.f, b, best);
-  M live = LP::mand(act, LP::mand(okA, okB));
-  if (!LP::any(live)) return;
+  M live = act;
   V lo = a, hi = b;
-  V t = a + (b - a) * (ea.g / LP::sel(live, ea.g - eb.g, LP::splat(T(1))));
+  V t = a + (b - a) * (ga / LP::sel(live, ga - gb, LP::splat(T(1))));
   t = LP::sel(LP::mand(t >= lo, t <= hi), t, T(0.5) * (a + b));
   M done = LP::mand(live, LP::mnot(live));  // lanes whose f is taken at t after the loop
   for (int it = 0; it < kMaxSteps && LP::any(live); ++it) {
@@ -299,11 +312,12 @@ SGFAST_RFN void solve_bracket(const Stroke<T>& s, typename LP::V a, typename LP:
     const M newton = LP::mand(live, LP::mand(e.gp > T(0), LP::mand(next >= lo, next <= hi)));
     const V astep = LP::sel(step < T(0), -step, step);
     const M conv = LP::mand(newton, astep <= newton_tol<T>());
+    offer<LP>(conv, e.f + e.fp * step, next, best);
     const M bisect = LP::mand(live, LP::mnot(newton));
     const V mid = T(0.5) * (lo + hi);
     t = LP::sel(newton, next, LP::sel(bisect, mid, t));
     const M narrow = LP::mand(bisect, (hi - lo) <= t_tol<T>());
-    done = LP::mor(done, LP::mor(conv, narrow));
+    done = LP::mor(done, narrow);
     live = LP::mand(live, LP::mnot(LP::mor(conv, narrow)));
   }
   done = LP::mor(done, live);  // out of steps
@@ -322,7 +336,7 @@ SGFAST_RFN void search_piece(const Stroke<T>& s, T a, T b, T x, typename LP::V y
   using M = typename LP::M;
   const T h = (b - a) / T(kSub);
   Eval<LP> ep = eval<LP>(s, LP::splat(a), x, y);
-  V b1 = LP::splat(b);
+  V b1 = LP::splat(b), ga = LP::splat(T(-1)), gb = LP::splat(T(1));
   M has1 = LP::mand(act, LP::mnot(act));
   for (int j = 1; j <= kSub; ++j) {
     const T tj = j == kSub ? b : a + T(j) * h;
@@ -330,16 +344,20 @@ SGFAST_RFN void search_piece(const Stroke<T>& s, T a, T b, T x, typename LP::V y
     offer<LP>(act, ej.f, LP::splat(tj), best);
     const M first = LP::mand(LP::mand(act, LP::mnot(has1)), LP::mand(ep.fp > T(0), ej.fp < T(0)));
     b1 = LP::sel(first, LP::splat(tj), b1);
+    ga = LP::sel(first, ep.g, ga);
+    gb = LP::sel(first, ej.g, gb);
     has1 = LP::mor(has1, first);
     ep = ej;
   }
-  if (LP::any(has1)) solve_bracket<LP>(s, b1 - h, b1, x, y, has1, best);
+  if (LP::any(has1)) solve_bracket<LP>(s, b1 - h, b1, ga, gb, x, y, has1, best);
 }
 
 // s(p) and t^ searched on pieces [q0, q1] (t in [q0 / kPieces, (q1 + 1) / kPieces]) from f and f' at
 // the piece ends: the left end where f' <= 0 there, the right end where f' >= 0, samples where
 // f' = 0, the maximum inside each piece where f' goes from + to -, and pieces where it may do so
-// between the samples (search_piece). Each lane keeps its first two + -> - pieces for one vector
+// between the samples (search_piece); pieces whose Lipschitz bound (Stroke::lip_h) stays below
+// -softness / 2 are skipped: their maximum, were it the largest, would give alpha = 0 all the same.
+// Each lane keeps its first two + -> - pieces for one vector
 // solve each; a third (rare: f has at most a few local maxima) is solved on the spot.
 template <typename LP, typename T>
 SGFAST_RFN Hit<LP> search(const Stroke<T>& s, T x, typename LP::V y, int q0, int q1) {
@@ -350,35 +368,42 @@ SGFAST_RFN Hit<LP> search(const Stroke<T>& s, T x, typename LP::V y, int q0, int
   best.t = LP::splat(T(0));
   const int k0 = q0, k1 = q1 + 1;
   const T step = T(1) / T(kPieces);
-  V pf, pfp;
-  sample<LP>(s, k0, x, y, pf, pfp);
+  V pf, pfp, pg;
+  sample<LP>(s, k0, x, y, pf, pfp, pg);
   offer<LP>(pfp <= T(0), pf, LP::splat(T(k0) * step), best);
-  V b1 = LP::splat(T(0)), b2 = LP::splat(T(0));  // right ends of each lane's first two brackets
+  // Right ends and the g at both ends of each lane's first two brackets.
+  V b1 = LP::splat(T(0)), b2 = b1, ga1 = b1, gb1 = b1, ga2 = b1, gb2 = b1;
   M has1 = LP::mand(pfp > T(0), pfp <= T(0)), has2 = has1;
   for (int k = k0 + 1; k <= k1; ++k) {
-    V fk, fpk;
-    sample<LP>(s, k, x, y, fk, fpk);
+    V fk, fpk, gk;
+    sample<LP>(s, k, x, y, fk, fpk, gk);
     const T tk = T(k) * step;
-    M m = LP::mand(pfp > T(0), fpk < T(0));
+    const M reach = pf + fk + s.lip_h > s.cut;  // the piece can give alpha > 0
+    M m = LP::mand(reach, LP::mand(pfp > T(0), fpk < T(0)));
     if (LP::any(m)) {
       const M third = LP::mand(m, has2);
-      if (LP::any(third)) solve_bracket<LP>(s, LP::splat(tk - step), LP::splat(tk), x, y, third, best);
+      if (LP::any(third)) solve_bracket<LP>(s, LP::splat(tk - step), LP::splat(tk), pg, gk, x, y, third, best);
       const M second = LP::mand(LP::mand(m, has1), LP::mnot(has2));
       b2 = LP::sel(second, LP::splat(tk), b2);
+      ga2 = LP::sel(second, pg, ga2);
+      gb2 = LP::sel(second, gk, gb2);
       has2 = LP::mor(has2, second);
       const M first = LP::mand(m, LP::mnot(has1));
       b1 = LP::sel(first, LP::splat(tk), b1);
+      ga1 = LP::sel(first, pg, ga1);
+      gb1 = LP::sel(first, gk, gb1);
       has1 = LP::mor(has1, first);
     }
-    m = hermite_turns<LP>(pf, pfp, fk, fpk, step);
+    m = LP::mand(reach, hermite_turns<LP>(pf, pfp, fk, fpk, step));
     if (LP::any(m)) search_piece<LP>(s, tk - step, tk, x, y, m, best);
     m = k == k1 ? fpk >= T(0) : fpk == T(0);
     offer<LP>(m, fk, LP::splat(tk), best);
     pf = fk;
     pfp = fpk;
+    pg = gk;
   }
-  if (LP::any(has1)) solve_bracket<LP>(s, b1 - step, b1, x, y, has1, best);
-  if (LP::any(has2)) solve_bracket<LP>(s, b2 - step, b2, x, y, has2, best);
+  if (LP::any(has1)) solve_bracket<LP>(s, b1 - step, b1, ga1, gb1, x, y, has1, best);
+  if (LP::any(has2)) solve_bracket<LP>(s, b2 - step, b2, ga2, gb2, x, y, has2, best);
   return best;
 }
 
