@@ -76,7 +76,26 @@ __attribute__((target("avx2,fma"))) inline VecOf<float, 32>::V lanes_sqrt(VecOf<
 __attribute__((target("avx2,fma"))) inline VecOf<double, 32>::V lanes_sqrt(VecOf<double, 32>::V v) {
   return (VecOf<double, 32>::V)_mm256_sqrt_pd((__m256d)v);
 }
+// Whether any lane of a mask is set.
+template <int Bytes>
+struct MaskOf {
+  typedef int64_t M __attribute__((vector_size(Bytes)));
+};
+inline bool lanes_any(MaskOf<16>::M m) { return _mm_movemask_epi8((__m128i)m) != 0; }
+__attribute__((target("avx2,fma"))) inline bool lanes_any(MaskOf<32>::M m) {
+  return !_mm256_testz_si256((__m256i)m, (__m256i)m);
+}
 #else
+template <int Bytes>
+struct MaskOf {
+  typedef int64_t M __attribute__((vector_size(Bytes)));
+};
+template <typename M>
+inline bool lanes_any(M m) {
+  int64_t r = 0;
+  for (int l = 0; l < static_cast<int>(sizeof(M) / sizeof(int64_t)); ++l) r |= m[l];
+  return r != 0;
+}
 template <typename V>
 inline V lanes_sqrt(V v) {
   for (int l = 0; l < static_cast<int>(sizeof(V) / sizeof(v[0])); ++l) v[l] = std::sqrt(v[l]);
@@ -95,13 +114,7 @@ struct Lanes {
   static SGFAST_LANE M mand(M a, M b) { return a & b; }
   static SGFAST_LANE M mor(M a, M b) { return a | b; }
   static SGFAST_LANE M mnot(M a) { return ~a; }
-  static SGFAST_LANE bool any(M m) {
-    uint64_t w[Bytes / 8];
-    std::memcpy(w, &m, Bytes);
-    uint64_t r = 0;
-    for (int l = 0; l < Bytes / 8; ++l) r |= w[l];
-    return r != 0;
-  }
+  static SGFAST_LANE bool any(M m) { return lanes_any((typename MaskOf<Bytes>::M)m); }
   static SGFAST_LANE bool all(M m) { return !any(~m); }
   static SGFAST_LANE V load(const T* p) {
     V v;

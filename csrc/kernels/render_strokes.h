@@ -37,7 +37,7 @@
 namespace sgfast {
 namespace render {
 
-constexpr int kPieces = 16;  // t intervals of a stroke (a power of 2: t = q / kPieces is exact)
+constexpr int kPieces = 8;   // t intervals of a stroke (a power of 2: t = q / kPieces is exact)
 constexpr int kTile = 16;    // tiles of kTile x kTile pixels
 constexpr int kSegment = 8;  // pieces are culled again per row segment of kSegment pixels of a tile
 constexpr int kParams = 13;  // x0 y0 x1 y1 x2 y2 z0 z2 w0 w2 r g b
@@ -249,15 +249,16 @@ SGFAST_RFN void offer(typename LP::M m, typename LP::V f, typename LP::V t, Hit<
   best.t = LP::sel(take, t, best.t);
 }
 
-// f, f' and g (see eval) at sample k (the piece end t_k), from the tables of make_stroke.
+// f, f', g (see eval) and q = (B - p) . B' at sample k (the piece end t_k), from the tables of
+// make_stroke.
 template <typename LP, typename T>
 SGFAST_RFN void sample(const Stroke<T>& s, int k, T x, typename LP::V y, typename LP::V& f, typename LP::V& fp,
-                       typename LP::V& g) {
+                       typename LP::V& g, typename LP::V& q) {
   using V = typename LP::V;
   const T ex = s.sx[k] - x;
   const V ey = s.sy[k] - y;
   const V d = LP::vsqrt(ex * ex + ey * ey);
-  const V q = ex * s.gx[k] + ey * s.gy[k];
+  q = ex * s.gx[k] + ey * s.gy[k];
   const typename LP::M nz = d > T(0);
   f = s.sr[k] - d;
   fp = LP::sel(nz, s.dr - q / LP::sel(nz, d, LP::splat(T(1))), LP::splat(T(0)));
@@ -324,9 +325,10 @@ SGFAST_RFN void solve_bracket(const Stroke<T>& s, typename LP::V a, typename LP:
   if (LP::any(done)) offer<LP>(done, eval<LP>(s, t, x, y).f, t, best);
 }
 
-// A piece whose ends have the same sign of f' but where f' may change sign inside (hermite_turns:
-// a maximum and a minimum between the samples) is scanned again in kSub sub-pieces, each lane's first
-// + -> - bracket there solved, every sub-sample offered as well.
+// A piece whose ends have the same sign of f' but where f' may change sign inside (hermite_turns: a
+// maximum and a minimum between the samples; or the closest point of the curve to p lies inside) is
+// scanned again in kSub sub-pieces, each lane's first + -> - bracket there solved, every sub-sample
+// offered as well.
 constexpr int kSub = 8;
 
 template <typename LP, typename T>
@@ -368,15 +370,15 @@ SGFAST_RFN Hit<LP> search(const Stroke<T>& s, T x, typename LP::V y, int q0, int
   best.t = LP::splat(T(0));
   const int k0 = q0, k1 = q1 + 1;
   const T step = T(1) / T(kPieces);
-  V pf, pfp, pg;
-  sample<LP>(s, k0, x, y, pf, pfp, pg);
+  V pf, pfp, pg, pq;
+  sample<LP>(s, k0, x, y, pf, pfp, pg, pq);
   offer<LP>(pfp <= T(0), pf, LP::splat(T(k0) * step), best);
   // Right ends and the g at both ends of each lane's first two brackets.
   V b1 = LP::splat(T(0)), b2 = b1, ga1 = b1, gb1 = b1, ga2 = b1, gb2 = b1;
   M has1 = LP::mand(pfp > T(0), pfp <= T(0)), has2 = has1;
   for (int k = k0 + 1; k <= k1; ++k) {
-    V fk, fpk, gk;
-    sample<LP>(s, k, x, y, fk, fpk, gk);
+    V fk, fpk, gk, qk;
+    sample<LP>(s, k, x, y, fk, fpk, gk, qk);
     const T tk = T(k) * step;
     const M reach = pf + fk + s.lip_h > s.cut;  // the piece can give alpha > 0
     M m = LP::mand(reach, LP::mand(pfp > T(0), fpk < T(0)));
@@ -394,13 +396,17 @@ SGFAST_RFN Hit<LP> search(const Stroke<T>& s, T x, typename LP::V y, int q0, int
       gb1 = LP::sel(first, gk, gb1);
       has1 = LP::mor(has1, first);
     }
-    m = LP::mand(reach, hermite_turns<LP>(pf, pfp, fk, fpk, step));
+    // The curve passes its closest point to p inside (q from - to +) with no bracket: near the centre
+    // line f' swings there faster than the Hermite test can see.
+    const M closest = LP::mand(LP::mand(pq < T(0), qk > T(0)), LP::mnot(LP::mand(pfp > T(0), fpk < T(0))));
+    m = LP::mand(reach, LP::mor(hermite_turns<LP>(pf, pfp, fk, fpk, step), closest));
     if (LP::any(m)) search_piece<LP>(s, tk - step, tk, x, y, m, best);
     m = k == k1 ? fpk >= T(0) : fpk == T(0);
     offer<LP>(m, fk, LP::splat(tk), best);
     pf = fk;
     pfp = fpk;
     pg = gk;
+    pq = qk;
   }
   if (LP::any(has1)) solve_bracket<LP>(s, b1 - step, b1, ga1, gb1, x, y, has1, best);
   if (LP::any(has2)) solve_bracket<LP>(s, b2 - step, b2, ga2, gb2, x, y, has2, best);
