@@ -134,6 +134,7 @@ def check_render_values(strokes):
     """Refuses NaN/inf and stroke numbers outside [0, 1] (not clamped, as rasterize_strokes). One sync on CUDA."""
     if strokes.numel() == 0:
         return
+    strokes = strokes.detach()  # (isfinite would record a graph)
     if not bool(torch.isfinite(strokes).all()):
         raise _render_error(ValueError, "strokes", "contains NaN or inf")
     if not bool(((strokes >= 0) & (strokes <= 1)).all()):

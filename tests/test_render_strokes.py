@@ -288,6 +288,27 @@ def test_bitwise_same_for_any_thread_count(dtype):
             assert torch.equal(a, b)
 
 
+@needs_ext
+def test_backward_keeps_only_the_inputs():
+    # Fused: autograd saves the inputs and nothing per stroke or per pixel (no [B, N, H, W] tensor).
+    canvas, strokes, m, lay = make_inputs(2, 6, 24, 20, dtype=torch.float32, seed=14)
+    c, s = canvas.clone().requires_grad_(), strokes.clone().requires_grad_()
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        out = ops.render_strokes(c, s, m, lay, 1.0)
+    assert sum(t.numel() for t in saved) <= c.numel() + s.numel() + m.numel() + lay.numel()
+    out.sum().backward()
+    assert c.grad.shape == c.shape and s.grad.shape == s.shape
+
+
+@needs_ext
+def test_backends():
+    from sgfast.backend import get_ops
+
+    assert get_ops("fused").render_strokes is ops.render_strokes
+    assert get_ops("eager").render_strokes is ref.render_strokes
+
+
 _SIMD_CHECK = """
 import torch, sgfast.ops as ops
 from test_render_strokes import make_inputs, run, ref_run, assert_matches
