@@ -205,7 +205,7 @@ Bins bin_strokes(const Args& a, const std::vector<Stroke<T>>& st) {
 // Raw pointers of one call.
 template <typename T>
 struct Ctx {
-  int64_t N, H, W;
+  int64_t N, H, W, items;  // items = B * tiles
   const Bins* bins;
   const Stroke<T>* st;
   const T *canvas, *mask, *grad_out;
@@ -442,16 +442,36 @@ SGFAST_LFN void backward_tile(const Ctx<T>& c, int64_t item, Scratch<LP>& sc) {
     }
 }
 
+// at::parallel_for hands each thread a contiguous range of indices; index i is work item
+// (i % kStripes) * stride + i / kStripes, so each range takes tiles from all over the batch (where
+// strokes are dense in one part of a painting, every thread gets some of it). -1: no item. Which
+// thread renders a tile changes no result.
+constexpr int64_t kStripes = 16;
+
+template <typename T>
+SGFAST_LFN int64_t spread(const Ctx<T>& c, int64_t i) {
+  const int64_t n = c.items, stride = (n + kStripes - 1) / kStripes;
+  const int64_t item = (i % kStripes) * stride + i / kStripes;
+  return item < n ? item : -1;
+}
+
+template <typename T>
+int64_t spread_count(int64_t items) {
+  return kStripes * ((items + kStripes - 1) / kStripes);
+}
+
 // One pair of item loops per SIMD level, picked at run time (the build uses no -march flags).
 #define SGFAST_RENDER_ISA(NAME, ATTR, BYTES)                                                        \
   template <typename T>                                                                             \
   ATTR __attribute__((flatten)) void forward_##NAME(const Ctx<T>& c, int64_t begin, int64_t end) {                           \
-    for (int64_t i = begin; i < end; ++i) forward_tile<Lanes<T, BYTES>, T>(c, i);                   \
+    for (int64_t i = begin; i < end; ++i)                                                           \
+      if (const int64_t item = spread(c, i); item >= 0) forward_tile<Lanes<T, BYTES>, T>(c, item);  \
   }                                                                                                 \
   template <typename T>                                                                             \
   ATTR __attribute__((flatten)) void backward_##NAME(const Ctx<T>& c, int64_t begin, int64_t end) {                          \
     Scratch<Lanes<T, BYTES>> sc;                                                                    \
-    for (int64_t i = begin; i < end; ++i) backward_tile<Lanes<T, BYTES>, T>(c, i, sc);              \
+    for (int64_t i = begin; i < end; ++i)                                                           \
+      if (const int64_t item = spread(c, i); item >= 0) backward_tile<Lanes<T, BYTES>, T>(c, item, sc); \
   }
 
 SGFAST_RENDER_ISA(base, , 16)  // SSE2 / NEON width
@@ -490,6 +510,7 @@ Ctx<T> make_ctx(const Args& a, const Bins& bins, const std::vector<Stroke<T>>& s
   c.N = a.N;
   c.H = a.H;
   c.W = a.W;
+  c.items = a.B * bins.tiles;
   c.bins = &bins;
   c.st = st.data();
   c.canvas = a.canvas.data_ptr<T>();
@@ -506,7 +527,7 @@ void run_forward(const Args& a, T* out) {
   Ctx<T> c = make_ctx<T>(a, bins, st);
   c.out = out;
   const Isa level = isa();
-  at::parallel_for(0, a.B * bins.tiles, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, spread_count<T>(c.items), 1, [&](int64_t begin, int64_t end) {
     if (level == Isa::kAvx2)
       forward_avx2<T>(c, begin, end);
     else
@@ -524,7 +545,7 @@ void run_backward(const Args& a, const T* grad_out, T* grad_canvas, T* grad_stro
   c.grad_canvas = grad_canvas;
   c.partial = partial.data();
   const Isa level = isa();
-  at::parallel_for(0, a.B * bins.tiles, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, spread_count<T>(c.items), 1, [&](int64_t begin, int64_t end) {
     if (level == Isa::kAvx2)
       backward_avx2<T>(c, begin, end);
     else
