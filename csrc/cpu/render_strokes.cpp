@@ -3,10 +3,10 @@
 //
 // Binning: per image, every stroke is tested against the 16 x 16 tiles of its box; a tile keeps the
 // strokes whose piece boxes meet it, in stroke order, with the range of pieces that do (CSR lists,
-// built per image in parallel). Work items are (image, tile), spread with at::parallel_for; within
-// a tile, a SIMD vector of consecutive pixels of a row walks the tile's list (pieces culled again per
-// row segment of 8 pixels), so the cost follows the area the strokes cover, not N x H x W, and no
-// [B, N, H, W] tensor exists.
+// built per image in parallel). Work items are (image, tile), handed out to at::parallel_for's
+// threads dynamically; within a tile, a SIMD vector of consecutive pixels of a row walks the tile's
+// list (pieces culled again per row segment of 8 pixels), so the cost follows the area the strokes
+// cover, not N x H x W, and no [B, N, H, W] tensor exists.
 // Backward: per pixel vector, a forward walk records what each covering stroke did (alpha, t^, the
 // canvas before it), then a reverse walk accumulates the gradient sums of kernels/render_strokes.h
 // per (tile, stroke) in vector lanes; the lanes are summed in a fixed order in double at the end of
@@ -18,6 +18,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -442,36 +443,24 @@ SGFAST_LFN void backward_tile(const Ctx<T>& c, int64_t item, Scratch<LP>& sc) {
     }
 }
 
-// at::parallel_for hands each thread a contiguous range of indices; index i is work item
-// (i % kStripes) * stride + i / kStripes, so each range takes tiles from all over the batch (where
-// strokes are dense in one part of a painting, every thread gets some of it). -1: no item. Which
-// thread renders a tile changes no result.
-constexpr int64_t kStripes = 16;
-
-template <typename T>
-SGFAST_LFN int64_t spread(const Ctx<T>& c, int64_t i) {
-  const int64_t n = c.items, stride = (n + kStripes - 1) / kStripes;
-  const int64_t item = (i % kStripes) * stride + i / kStripes;
-  return item < n ? item : -1;
-}
-
-template <typename T>
-int64_t spread_count(int64_t items) {
-  return kStripes * ((items + kStripes - 1) / kStripes);
-}
-
 // One pair of item loops per SIMD level, picked at run time (the build uses no -march flags).
+// Work items are handed out dynamically, kGrab at a time from one counter, to the threads of one
+// at::parallel_for (a busy core does not hold the others back; which thread renders a tile changes
+// no result).
+constexpr int64_t kGrab = 2;
+
 #define SGFAST_RENDER_ISA(NAME, ATTR, BYTES)                                                        \
   template <typename T>                                                                             \
-  ATTR __attribute__((flatten)) void forward_##NAME(const Ctx<T>& c, int64_t begin, int64_t end) {                           \
-    for (int64_t i = begin; i < end; ++i)                                                           \
-      if (const int64_t item = spread(c, i); item >= 0) forward_tile<Lanes<T, BYTES>, T>(c, item);  \
+  ATTR __attribute__((flatten)) void forward_##NAME(const Ctx<T>& c, std::atomic<int64_t>* next) {  \
+    for (int64_t i0 = next->fetch_add(kGrab); i0 < c.items; i0 = next->fetch_add(kGrab))          \
+      for (int64_t i = i0; i < std::min(c.items, i0 + kGrab); ++i) forward_tile<Lanes<T, BYTES>, T>(c, i); \
   }                                                                                                 \
   template <typename T>                                                                             \
-  ATTR __attribute__((flatten)) void backward_##NAME(const Ctx<T>& c, int64_t begin, int64_t end) {                          \
+  ATTR __attribute__((flatten)) void backward_##NAME(const Ctx<T>& c, std::atomic<int64_t>* next) { \
     Scratch<Lanes<T, BYTES>> sc;                                                                    \
-    for (int64_t i = begin; i < end; ++i)                                                           \
-      if (const int64_t item = spread(c, i); item >= 0) backward_tile<Lanes<T, BYTES>, T>(c, item, sc); \
+    for (int64_t i0 = next->fetch_add(kGrab); i0 < c.items; i0 = next->fetch_add(kGrab))          \
+      for (int64_t i = i0; i < std::min(c.items, i0 + kGrab); ++i)                                  \
+        backward_tile<Lanes<T, BYTES>, T>(c, i, sc);                                                \
   }
 
 SGFAST_RENDER_ISA(base, , 16)  // SSE2 / NEON width
@@ -493,9 +482,9 @@ Isa detect_isa() {
 }
 #else
 template <typename T>
-void forward_avx2(const Ctx<T>& c, int64_t begin, int64_t end) { forward_base<T>(c, begin, end); }
+void forward_avx2(const Ctx<T>& c, std::atomic<int64_t>* next) { forward_base<T>(c, next); }
 template <typename T>
-void backward_avx2(const Ctx<T>& c, int64_t begin, int64_t end) { backward_base<T>(c, begin, end); }
+void backward_avx2(const Ctx<T>& c, std::atomic<int64_t>* next) { backward_base<T>(c, next); }
 Isa detect_isa() { return Isa::kBase; }
 #endif
 
@@ -527,11 +516,12 @@ void run_forward(const Args& a, T* out) {
   Ctx<T> c = make_ctx<T>(a, bins, st);
   c.out = out;
   const Isa level = isa();
-  at::parallel_for(0, spread_count<T>(c.items), 1, [&](int64_t begin, int64_t end) {
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) {
     if (level == Isa::kAvx2)
-      forward_avx2<T>(c, begin, end);
+      forward_avx2<T>(c, &next);
     else
-      forward_base<T>(c, begin, end);
+      forward_base<T>(c, &next);
   });
 }
 
@@ -545,11 +535,12 @@ void run_backward(const Args& a, const T* grad_out, T* grad_canvas, T* grad_stro
   c.grad_canvas = grad_canvas;
   c.partial = partial.data();
   const Isa level = isa();
-  at::parallel_for(0, spread_count<T>(c.items), 1, [&](int64_t begin, int64_t end) {
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) {
     if (level == Isa::kAvx2)
-      backward_avx2<T>(c, begin, end);
+      backward_avx2<T>(c, &next);
     else
-      backward_base<T>(c, begin, end);
+      backward_base<T>(c, &next);
   });
   // Sum over tiles in tile order, then the 13 gradients per stroke.
   const T* f = a.strokes.data_ptr<T>();
