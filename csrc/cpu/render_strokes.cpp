@@ -3,15 +3,16 @@
 //
 // Binning: per image, every stroke is tested against the 16 x 16 tiles of its box; a tile keeps the
 // strokes whose piece boxes meet it, in stroke order, with the range of pieces that do (CSR lists,
-// built per image in parallel). Work items are (image, tile), handed out to at::parallel_for's
-// threads dynamically; within a tile, a SIMD vector of consecutive pixels of a row walks the tile's
-// list (pieces culled again per row segment of 8 pixels), so the cost follows the area the strokes
-// cover, not N x H x W, and no [B, N, H, W] tensor exists.
+// built per image in parallel). Work items are bands of 16 rows (a row of tiles) of one image,
+// handed out to at::parallel_for's threads dynamically; their pixels are walked row by row, a SIMD
+// vector of consecutive pixels walking the list of its tile (pieces culled again per row segment of 8
+// pixels), so the cost follows the area the strokes cover, not N x H x W, and no [B, N, H, W] tensor
+// exists.
 // Backward: per pixel vector, a forward walk records what each covering stroke did (alpha, t^, the
 // canvas before it), then a reverse walk accumulates the gradient sums of kernels/render_strokes.h
 // per (tile, stroke) in vector lanes; the lanes are summed in a fixed order in double at the end of
-// the tile, and the tiles in tile order. The work split depends on the shape only, so results are
-// bitwise the same for any thread count (they may differ in the last bits between SIMD levels).
+// the band, and the tiles in tile order. Nothing depends on which thread renders a band, so results
+// are bitwise the same for any thread count (they may differ in the last bits between SIMD levels).
 // SIMD: compiled for AVX2 and the base width (SSE2 / NEON), AVX2 picked at run time where the CPU
 // has it; SGFAST_CPU_SIMD=base asks for the base width (as composite).
 #include <ATen/Parallel.h>
@@ -206,7 +207,7 @@ Bins bin_strokes(const Args& a, const std::vector<Stroke<T>>& st) {
 // Raw pointers of one call.
 template <typename T>
 struct Ctx {
-  int64_t N, H, W, items;  // items = B * tiles
+  int64_t N, H, W, items;  // items = B * TH: bands of a row of tiles
   const Bins* bins;
   const Stroke<T>* st;
   const T *canvas, *mask, *grad_out;
@@ -216,24 +217,27 @@ struct Ctx {
   double* partial;  // [entries, kBasis]
 };
 
-// Where a work item lies.
-struct TileAt {
-  int64_t b, i0, i1, j0, j1, first, last;
+// A work item: a band of kTile rows of one image (a row of tiles). Its pixels are walked row by row
+// across the tiles (memory is read in rows, which the prefetchers follow), each pixel vector
+// walking the list of the tile it lies in.
+struct BandAt {
+  int64_t b, ty, i0, i1;
+  int64_t tile0;         // b * tiles + ty * TW: the band's first tile (its tiles are consecutive)
+  int64_t first, last;   // the band's entries (its tiles' lists, one after the other)
 };
 
 template <typename T>
-SGFAST_LFN TileAt tile_at(const Ctx<T>& c, int64_t item) {
+SGFAST_LFN BandAt band_at(const Ctx<T>& c, int64_t item) {
   const Bins& bins = *c.bins;
-  TileAt t;
-  t.b = item / bins.tiles;
-  const int64_t tile = item % bins.tiles;
-  t.i0 = (tile / bins.TW) * kTile;
-  t.j0 = (tile % bins.TW) * kTile;
-  t.i1 = std::min(c.H, t.i0 + kTile);
-  t.j1 = std::min(c.W, t.j0 + kTile);
-  t.first = bins.start[item];
-  t.last = bins.start[item + 1];
-  return t;
+  BandAt at;
+  at.b = item / bins.TH;
+  at.ty = item % bins.TH;
+  at.i0 = at.ty * kTile;
+  at.i1 = std::min(c.H, at.i0 + kTile);
+  at.tile0 = at.b * bins.tiles + at.ty * bins.TW;
+  at.first = bins.start[at.tile0];
+  at.last = bins.start[at.tile0 + bins.TW];
+  return at;
 }
 
 // n <= width values from p (the rest 0) as a vector, and back.
@@ -253,11 +257,11 @@ SGFAST_LANE void store_n(T* p, typename LP::V v, int n) {
   for (int l = 0; l < n; ++l) p[l] = buf[l];
 }
 
-// The pixel centres [y0, y1] of the row segment (kSegment columns of the tile) holding column j.
+// The pixel centres [y0, y1] of the row segment (kSegment columns of the tile [j0, j1)) holding j.
 template <typename T>
-SGFAST_LFN void segment_of(const TileAt& at, int64_t j, T* y0, T* y1) {
-  const int64_t s0 = at.j0 + ((j - at.j0) / render::kSegment) * render::kSegment;
-  const int64_t s1 = std::min(at.j1, s0 + render::kSegment);
+SGFAST_LFN void segment_of(int64_t j0, int64_t j1, int64_t j, T* y0, T* y1) {
+  const int64_t s0 = j0 + ((j - j0) / render::kSegment) * render::kSegment;
+  const int64_t s1 = std::min(j1, s0 + render::kSegment);
   *y0 = static_cast<T>(s0) + T(0.5);
   *y1 = static_cast<T>(s1 - 1) + T(0.5);
 }
@@ -275,11 +279,12 @@ SGFAST_LANE typename LP::V lane_offsets() {
 }
 
 template <typename LP, typename T>
-SGFAST_LFN void forward_tile(const Ctx<T>& c, int64_t item) {
+SGFAST_LFN void forward_band(const Ctx<T>& c, int64_t item) {
   using V = typename LP::V;
   constexpr int kW = LP::kWidth;
-  const TileAt at = tile_at(c, item);
-  const int64_t hw = c.H * c.W;
+  const BandAt at = band_at(c, item);
+  const int64_t hw = c.H * c.W, TW = c.bins->TW;
+  const int64_t* start = c.bins->start.data();
   const T* canvas = c.canvas + at.b * 3 * hw;
   const T* mask = c.mask != nullptr ? c.mask + at.b * hw : nullptr;
   T* out = c.out + at.b * 3 * hw;
@@ -288,33 +293,37 @@ SGFAST_LFN void forward_tile(const Ctx<T>& c, int64_t item) {
   const V offsets = lane_offsets<LP, T>();
   for (int64_t i = at.i0; i < at.i1; ++i) {
     const T x = static_cast<T>(i) + T(0.5);
-    for (int64_t j = at.j0; j < at.j1; j += kW) {
-      const int n = static_cast<int>(std::min<int64_t>(kW, at.j1 - j));
-      const int64_t p = i * c.W + j;
-      T y0, y1;
-      segment_of(at, j, &y0, &y1);
-      V C0 = load_n<LP>(canvas + p, n), C1 = load_n<LP>(canvas + hw + p, n), C2 = load_n<LP>(canvas + 2 * hw + p, n);
-      if (at.first != at.last) {
-        const V y = offsets + static_cast<T>(j);
-        const V S = mask != nullptr ? load_n<LP>(mask + p, n) : LP::splat(T(0));
-        for (int64_t e = at.first; e < at.last; ++e) {
-          const Entry& en = entries[e];
-          const Stroke<T>& s = st[en.stroke];
-          int q0, q1;
-          if (!segment_pieces(s, en, x, y0, y1, &q0, &q1)) continue;
-          const Cover<LP> cv = render::cover<LP>(s, x, y, q0, q1, c.inv_softness);
-          if (!LP::any(cv.c > T(0))) continue;
-          T gp, gq;
-          render::gate_coeffs<T>(mask != nullptr, c.layer, en.stroke, gp, gq);
-          const V am = cv.a * (gp + gq * S), keep = T(1) - cv.a;
-          C0 = C0 * keep + am * s.col[0];
-          C1 = C1 * keep + am * s.col[1];
-          C2 = C2 * keep + am * s.col[2];
+    for (int64_t tx = 0; tx < TW; ++tx) {
+      const int64_t j0 = tx * kTile, j1 = std::min(c.W, j0 + kTile);
+      const int64_t first = start[at.tile0 + tx], last = start[at.tile0 + tx + 1];
+      for (int64_t j = j0; j < j1; j += kW) {
+        const int n = static_cast<int>(std::min<int64_t>(kW, j1 - j));
+        const int64_t p = i * c.W + j;
+        V C0 = load_n<LP>(canvas + p, n), C1 = load_n<LP>(canvas + hw + p, n), C2 = load_n<LP>(canvas + 2 * hw + p, n);
+        if (first != last) {
+          T y0, y1;
+          segment_of(j0, j1, j, &y0, &y1);
+          const V y = offsets + static_cast<T>(j);
+          const V S = mask != nullptr ? load_n<LP>(mask + p, n) : LP::splat(T(0));
+          for (int64_t e = first; e < last; ++e) {
+            const Entry& en = entries[e];
+            const Stroke<T>& s = st[en.stroke];
+            int q0, q1;
+            if (!segment_pieces(s, en, x, y0, y1, &q0, &q1)) continue;
+            const Cover<LP> cv = render::cover<LP>(s, x, y, q0, q1, c.inv_softness);
+            if (!LP::any(cv.c > T(0))) continue;
+            T gp, gq;
+            render::gate_coeffs<T>(mask != nullptr, c.layer, en.stroke, gp, gq);
+            const V am = cv.a * (gp + gq * S), keep = T(1) - cv.a;
+            C0 = C0 * keep + am * s.col[0];
+            C1 = C1 * keep + am * s.col[1];
+            C2 = C2 * keep + am * s.col[2];
+          }
         }
+        store_n<LP>(out + p, C0, n);
+        store_n<LP>(out + hw + p, C1, n);
+        store_n<LP>(out + 2 * hw + p, C2, n);
       }
-      store_n<LP>(out + p, C0, n);
-      store_n<LP>(out + hw + p, C1, n);
-      store_n<LP>(out + 2 * hw + p, C2, n);
     }
   }
 }
@@ -329,30 +338,31 @@ struct Rec {
 
 // Per-thread buffers of the backward. Raw bytes aligned by hand: the alignment of a SIMD vector
 // type depends on the target a function is compiled for, so std::vector<V> (compiled for the base
-// target) would under-align what the AVX-512 code reads.
+// target) would under-align what the AVX2 code reads.
 template <typename LP>
 struct Scratch {
   std::vector<unsigned char> rec_bytes, acc_bytes;
   Rec<LP>* recs = nullptr;
-  typename LP::V* acc = nullptr;  // [entries of the tile, kBasis]
+  typename LP::V* acc = nullptr;  // [entries of the band, kBasis]
 
   static void* aligned(std::vector<unsigned char>& bytes, size_t size) {
     bytes.resize(size + 64);
     const uintptr_t p = reinterpret_cast<uintptr_t>(bytes.data());
     return reinterpret_cast<void*>((p + 63) & ~static_cast<uintptr_t>(63));
   }
-  void reserve(int64_t entries) {
-    recs = static_cast<Rec<LP>*>(aligned(rec_bytes, static_cast<size_t>(entries) * sizeof(Rec<LP>)));
+  void reserve(int64_t longest_list, int64_t entries) {
+    recs = static_cast<Rec<LP>*>(aligned(rec_bytes, static_cast<size_t>(longest_list) * sizeof(Rec<LP>)));
     acc = static_cast<typename LP::V*>(aligned(acc_bytes, static_cast<size_t>(entries) * kBasis * sizeof(typename LP::V)));
   }
 };
 
 template <typename LP, typename T>
-SGFAST_LFN void backward_tile(const Ctx<T>& c, int64_t item, Scratch<LP>& sc) {
+SGFAST_LFN void backward_band(const Ctx<T>& c, int64_t item, Scratch<LP>& sc) {
   using V = typename LP::V;
   constexpr int kW = LP::kWidth;
-  const TileAt at = tile_at(c, item);
-  const int64_t hw = c.H * c.W;
+  const BandAt at = band_at(c, item);
+  const int64_t hw = c.H * c.W, TW = c.bins->TW;
+  const int64_t* start = c.bins->start.data();
   const T* canvas = c.canvas + at.b * 3 * hw;
   const T* gout = c.grad_out + at.b * 3 * hw;
   const T* mask = c.mask != nullptr ? c.mask + at.b * hw : nullptr;
@@ -360,80 +370,86 @@ SGFAST_LFN void backward_tile(const Ctx<T>& c, int64_t item, Scratch<LP>& sc) {
   const Entry* entries = c.bins->entries.data();
   const Stroke<T>* st = c.st + at.b * c.N;
   const int64_t L = at.last - at.first;
-  if (L == 0) {
-    for (int64_t i = at.i0; i < at.i1; ++i)
-      for (int ch = 0; ch < 3; ++ch)
-        std::memcpy(gcanvas + ch * hw + i * c.W + at.j0, gout + ch * hw + i * c.W + at.j0, (at.j1 - at.j0) * sizeof(T));
-    return;
-  }
-  sc.reserve(L);
+  int64_t longest = 0;
+  for (int64_t tx = 0; tx < TW; ++tx) longest = std::max(longest, start[at.tile0 + tx + 1] - start[at.tile0 + tx]);
+  sc.reserve(longest, L);
   V* acc_all = sc.acc;
   for (int64_t k = 0; k < L * kBasis; ++k) acc_all[k] = LP::splat(T(0));
   const V offsets = lane_offsets<LP, T>();
   for (int64_t i = at.i0; i < at.i1; ++i) {
     const T x = static_cast<T>(i) + T(0.5);
-    for (int64_t j = at.j0; j < at.j1; j += kW) {
-      const int n = static_cast<int>(std::min<int64_t>(kW, at.j1 - j));
-      const int64_t p = i * c.W + j;
-      T y0, y1;
-      segment_of(at, j, &y0, &y1);
-      const V y = offsets + static_cast<T>(j);
-      const V S = mask != nullptr ? load_n<LP>(mask + p, n) : LP::splat(T(0));
-      V C0 = load_n<LP>(canvas + p, n), C1 = load_n<LP>(canvas + hw + p, n), C2 = load_n<LP>(canvas + 2 * hw + p, n);
-      int64_t nrec = 0;
-      for (int64_t e = at.first; e < at.last; ++e) {
-        const Entry& en = entries[e];
-        const Stroke<T>& s = st[en.stroke];
-        int q0, q1;
-        if (!segment_pieces(s, en, x, y0, y1, &q0, &q1)) continue;
-        const Cover<LP> cv = render::cover<LP>(s, x, y, q0, q1, c.inv_softness);
-        if (!LP::any(cv.c > T(0))) continue;
-        Rec<LP>& r = sc.recs[nrec++];
-        r.e = e;
-        r.a = cv.a;
-        r.c = cv.c;
-        r.w = cv.w;
-        r.t = cv.t;
-        r.G1 = LP::sel(cv.ramp, cv.w * c.inv_softness, LP::splat(T(0)));
-        r.C[0] = C0;
-        r.C[1] = C1;
-        r.C[2] = C2;
-        T gp, gq;
-        render::gate_coeffs<T>(mask != nullptr, c.layer, en.stroke, gp, gq);
-        const V am = cv.a * (gp + gq * S), keep = T(1) - cv.a;
-        C0 = C0 * keep + am * s.col[0];
-        C1 = C1 * keep + am * s.col[1];
-        C2 = C2 * keep + am * s.col[2];
+    for (int64_t tx = 0; tx < TW; ++tx) {
+      const int64_t j0 = tx * kTile, j1 = std::min(c.W, j0 + kTile);
+      const int64_t first = start[at.tile0 + tx], last = start[at.tile0 + tx + 1];
+      if (first == last) {
+        for (int ch = 0; ch < 3; ++ch)
+          std::memcpy(gcanvas + ch * hw + i * c.W + j0, gout + ch * hw + i * c.W + j0, (j1 - j0) * sizeof(T));
+        continue;
       }
-      V g0 = load_n<LP>(gout + p, n), g1 = load_n<LP>(gout + hw + p, n), g2 = load_n<LP>(gout + 2 * hw + p, n);
-      for (int64_t k = nrec - 1; k >= 0; --k) {
-        const Rec<LP>& r = sc.recs[k];
-        const Entry& en = entries[r.e];
-        const Stroke<T>& s = st[en.stroke];
-        T gp, gq;
-        render::gate_coeffs<T>(mask != nullptr, c.layer, en.stroke, gp, gq);
-        const V m = gp + gq * S;
-        const V dA = g0 * (s.col[0] * m - r.C[0]) + g1 * (s.col[1] * m - r.C[1]) + g2 * (s.col[2] * m - r.C[2]);
-        V* acc = acc_all + (r.e - at.first) * kBasis;
-        const V am = r.a * m;
-        acc[10] += g0 * am;
-        acc[11] += g1 * am;
-        acc[12] += g2 * am;
-        const V keep = T(1) - r.a;
-        g0 = g0 * keep;
-        g1 = g1 * keep;
-        g2 = g2 * keep;
-        const V dc = dA * r.c;
-        acc[8] += dc * (T(1) - r.t);
-        acc[9] += dc * r.t;
-        if (LP::any(r.G1 != T(0))) render::add_geometry<LP>(s, x, y, r.t, dA * r.G1, acc);
+      for (int64_t j = j0; j < j1; j += kW) {
+        const int n = static_cast<int>(std::min<int64_t>(kW, j1 - j));
+        const int64_t p = i * c.W + j;
+        T y0, y1;
+        segment_of(j0, j1, j, &y0, &y1);
+        const V y = offsets + static_cast<T>(j);
+        const V S = mask != nullptr ? load_n<LP>(mask + p, n) : LP::splat(T(0));
+        V C0 = load_n<LP>(canvas + p, n), C1 = load_n<LP>(canvas + hw + p, n), C2 = load_n<LP>(canvas + 2 * hw + p, n);
+        int64_t nrec = 0;
+        for (int64_t e = first; e < last; ++e) {
+          const Entry& en = entries[e];
+          const Stroke<T>& s = st[en.stroke];
+          int q0, q1;
+          if (!segment_pieces(s, en, x, y0, y1, &q0, &q1)) continue;
+          const Cover<LP> cv = render::cover<LP>(s, x, y, q0, q1, c.inv_softness);
+          if (!LP::any(cv.c > T(0))) continue;
+          Rec<LP>& r = sc.recs[nrec++];
+          r.e = e;
+          r.a = cv.a;
+          r.c = cv.c;
+          r.w = cv.w;
+          r.t = cv.t;
+          r.G1 = LP::sel(cv.ramp, cv.w * c.inv_softness, LP::splat(T(0)));
+          r.C[0] = C0;
+          r.C[1] = C1;
+          r.C[2] = C2;
+          T gp, gq;
+          render::gate_coeffs<T>(mask != nullptr, c.layer, en.stroke, gp, gq);
+          const V am = cv.a * (gp + gq * S), keep = T(1) - cv.a;
+          C0 = C0 * keep + am * s.col[0];
+          C1 = C1 * keep + am * s.col[1];
+          C2 = C2 * keep + am * s.col[2];
+        }
+        V g0 = load_n<LP>(gout + p, n), g1 = load_n<LP>(gout + hw + p, n), g2 = load_n<LP>(gout + 2 * hw + p, n);
+        for (int64_t k = nrec - 1; k >= 0; --k) {
+          const Rec<LP>& r = sc.recs[k];
+          const Entry& en = entries[r.e];
+          const Stroke<T>& s = st[en.stroke];
+          T gp, gq;
+          render::gate_coeffs<T>(mask != nullptr, c.layer, en.stroke, gp, gq);
+          const V m = gp + gq * S;
+          const V dA = g0 * (s.col[0] * m - r.C[0]) + g1 * (s.col[1] * m - r.C[1]) + g2 * (s.col[2] * m - r.C[2]);
+          V* acc = acc_all + (r.e - at.first) * kBasis;
+          const V am = r.a * m;
+          acc[10] += g0 * am;
+          acc[11] += g1 * am;
+          acc[12] += g2 * am;
+          const V keep = T(1) - r.a;
+          g0 = g0 * keep;
+          g1 = g1 * keep;
+          g2 = g2 * keep;
+          const V dc = dA * r.c;
+          acc[8] += dc * (T(1) - r.t);
+          acc[9] += dc * r.t;
+          if (LP::any(r.G1 != T(0))) render::add_geometry<LP>(s, x, y, r.t, dA * r.G1, acc);
+        }
+        store_n<LP>(gcanvas + p, g0, n);
+        store_n<LP>(gcanvas + hw + p, g1, n);
+        store_n<LP>(gcanvas + 2 * hw + p, g2, n);
       }
-      store_n<LP>(gcanvas + p, g0, n);
-      store_n<LP>(gcanvas + hw + p, g1, n);
-      store_n<LP>(gcanvas + 2 * hw + p, g2, n);
     }
   }
-  // Lanes in a fixed order, in double.
+  // Per (tile, stroke): the lanes in a fixed order, in double (each sum runs over its tile's pixels,
+  // rows then vectors, whatever the band).
   for (int64_t e = 0; e < L; ++e)
     for (int k = 0; k < kBasis; ++k) {
       const V v = acc_all[e * kBasis + k];
@@ -444,23 +460,21 @@ SGFAST_LFN void backward_tile(const Ctx<T>& c, int64_t item, Scratch<LP>& sc) {
 }
 
 // One pair of item loops per SIMD level, picked at run time (the build uses no -march flags).
-// Work items are handed out dynamically, kGrab at a time from one counter, to the threads of one
-// at::parallel_for (a busy core does not hold the others back; which thread renders a tile changes
+// Bands are handed out dynamically, one at a time from one counter, to the threads of one
+// at::parallel_for (a busy core does not hold the others back; which thread renders a band changes
 // no result).
-constexpr int64_t kGrab = 2;
 
 #define SGFAST_RENDER_ISA(NAME, ATTR, BYTES)                                                        \
   template <typename T>                                                                             \
   ATTR __attribute__((flatten)) void forward_##NAME(const Ctx<T>& c, std::atomic<int64_t>* next) {  \
-    for (int64_t i0 = next->fetch_add(kGrab); i0 < c.items; i0 = next->fetch_add(kGrab))          \
-      for (int64_t i = i0; i < std::min(c.items, i0 + kGrab); ++i) forward_tile<Lanes<T, BYTES>, T>(c, i); \
+    for (int64_t i = next->fetch_add(1); i < c.items; i = next->fetch_add(1))                       \
+      forward_band<Lanes<T, BYTES>, T>(c, i);                                                       \
   }                                                                                                 \
   template <typename T>                                                                             \
   ATTR __attribute__((flatten)) void backward_##NAME(const Ctx<T>& c, std::atomic<int64_t>* next) { \
     Scratch<Lanes<T, BYTES>> sc;                                                                    \
-    for (int64_t i0 = next->fetch_add(kGrab); i0 < c.items; i0 = next->fetch_add(kGrab))          \
-      for (int64_t i = i0; i < std::min(c.items, i0 + kGrab); ++i)                                  \
-        backward_tile<Lanes<T, BYTES>, T>(c, i, sc);                                                \
+    for (int64_t i = next->fetch_add(1); i < c.items; i = next->fetch_add(1))                       \
+      backward_band<Lanes<T, BYTES>, T>(c, i, sc);                                                  \
   }
 
 SGFAST_RENDER_ISA(base, , 16)  // SSE2 / NEON width
@@ -499,7 +513,7 @@ Ctx<T> make_ctx(const Args& a, const Bins& bins, const std::vector<Stroke<T>>& s
   c.N = a.N;
   c.H = a.H;
   c.W = a.W;
-  c.items = a.B * bins.tiles;
+  c.items = a.B * bins.TH;
   c.bins = &bins;
   c.st = st.data();
   c.canvas = a.canvas.data_ptr<T>();
