@@ -14,7 +14,8 @@ round by round so that a busy machine slows them alike):
   painting  B = 1 at 512^2 and 1024^2 with N = 256, 1024, 4096 strokes sized as a coarse-to-fine
             painting (level l has 4^l strokes whose radius halves per level, each level covering about
             1.5 canvases): time, time per covered megapixel (capsule estimate of the strokes' area),
-            and the growth of the peak RSS over the inputs (each case in a fresh process).
+            and the peak RSS growth over the inputs (each case in a fresh process whose RSS is sampled
+            every millisecond from outside).
   rerender  a 1,000-stroke coarse-to-fine painting with one instance mask (bg then fg strokes)
             re-rendered at --size (default 2048), forward only: today's exact re-render (what
             `sgfast render` runs: rasterize_strokes "exact", supersample 4, + composite in chunks of 16
@@ -25,7 +26,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -153,17 +153,41 @@ def part_ddpg(args):
     return out
 
 
+def rss_bytes(pid="self"):
+    with open(f"/proc/{pid}/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def painting_case(side, n, repeats):
-    """(forward+backward min ms, median ms, peak RSS growth MB) of one painting case (run in a fresh
-    process so that the RSS high-water mark belongs to it)."""
+    """Child process of part_painting: says READY with its RSS once the inputs exist, then times
+    forward + backward; the parent samples the RSS meanwhile."""
     strokes = painting_strokes(n).float()[None]
     canvas = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(1))
     up = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(2))
     fn = fwd_bwd(lambda c, s: ops.render_strokes(c, s, None, None, SOFTNESS), canvas, strokes, up)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(f"READY {rss_bytes()}", flush=True)
     times = interleaved({"fused": fn}, repeats)["fused"]
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return min(times) * 1e3, statistics.median(times) * 1e3, (peak - base) / 1024
+    return min(times) * 1e3, statistics.median(times) * 1e3
+
+
+def run_painting_case(args, side, n):
+    """(min ms, median ms, peak RSS growth over the inputs in MB): the RSS of a fresh process sampled
+    every millisecond from outside while it runs."""
+    cmd = [sys.executable, __file__, "--threads", str(args.threads), "--repeats", str(args.repeats),
+           "--one-painting", f"{side},{n}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    ready = int(proc.stdout.readline().split()[1])
+    peak = ready
+    while proc.poll() is None:
+        try:
+            peak = max(peak, rss_bytes(proc.pid))
+        except (OSError, IndexError):
+            break
+        time.sleep(0.001)
+    res = json.loads(proc.stdout.read().splitlines()[-1])
+    if proc.wait() != 0:
+        raise RuntimeError(f"{cmd} failed")
+    return res["min"], res["median"], (peak - ready) / 2**20
 
 
 def part_painting(args):
@@ -173,13 +197,10 @@ def part_painting(args):
     out = {}
     for side in (512, 1024):
         for n in (256, 1024, 4096):
-            cmd = [sys.executable, __file__, "--threads", str(args.threads), "--repeats", str(args.repeats),
-                   "--one-painting", f"{side},{n}"]
-            res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+            lo, med, rss = run_painting_case(args, side, n)
             mpx = covered_pixels(painting_strokes(n), side) / 1e6
-            print(f"| {side} | {n} | {mpx:.1f} | {res['min']:.0f} / {res['median']:.0f} | "
-                  f"{res['min'] / mpx:.1f} | {res['rss_mb']:.0f} |", flush=True)
-            out[f"{side}x{n}"] = dict(res, covered_mpx=mpx)
+            print(f"| {side} | {n} | {mpx:.1f} | {lo:.0f} / {med:.0f} | {lo / mpx:.1f} | {rss:.0f} |", flush=True)
+            out[f"{side}x{n}"] = dict(min_ms=lo, median_ms=med, rss_mb=rss, covered_mpx=mpx)
     return out
 
 
@@ -276,8 +297,8 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     if args.one_painting:
         side, n = (int(v) for v in args.one_painting.split(","))
-        lo, med, rss = painting_case(side, n, args.repeats)
-        print(json.dumps(dict(min=lo, median=med, rss_mb=rss)))
+        lo, med = painting_case(side, n, args.repeats)
+        print(json.dumps(dict(min=lo, median=med)))
         return
     print(f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}")
