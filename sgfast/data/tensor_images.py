@@ -7,13 +7,18 @@ import torch
 import torch.nn.functional as F
 
 
-def resize_square(x: torch.Tensor, size: int) -> torch.Tensor:
-    """[B, C, H, W] float in [0, 1] -> [B, C, size, size]; bilinear, antialiased (an area-like
-    average) along a side that shrinks, so a large photo is not aliased; clamped to [0, 1]."""
-    if x.shape[-2:] == (size, size):
+def resize_to(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """[B, C, H, W] float in [0, 1] -> [B, C, h, w]; bilinear, antialiased (an area-like average)
+    when a side shrinks, so a large photo is not aliased; clamped to [0, 1]."""
+    if x.shape[-2:] == (h, w):
         return x
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
-                         antialias=x.shape[-1] > size or x.shape[-2] > size).clamp(0, 1)
+    return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False,
+                         antialias=x.shape[-1] > w or x.shape[-2] > h).clamp(0, 1)
+
+
+def resize_square(x: torch.Tensor, size: int) -> torch.Tensor:
+    """resize_to a size x size square."""
+    return resize_to(x, size, size)
 
 
 def to_u8_hwc(t: torch.Tensor) -> np.ndarray:

@@ -28,6 +28,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from sgfast.data.tensor_images import resize_to
 from sgfast.strokes import STROKE_PARAMS
 
 MIN_STAGE_SIDE = 64
@@ -116,14 +117,6 @@ def place_strokes(target, canvas, n, radius_px, generator):
     blurred = F.avg_pool2d(target, k, stride=1, padding=k // 2, count_include_pad=False)
     p[..., 10:13] = blurred.flatten(2).gather(2, idx[:, None, :].expand(b, 3, n)).transpose(1, 2)
     return p.clamp(0, 1)
-
-
-def resize_to(x, h, w):
-    """[B, C, H, W] -> [B, C, h, w], antialiased when shrinking."""
-    if x.shape[-2:] == (h, w):
-        return x
-    return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False,
-                         antialias=x.shape[-2] > h or x.shape[-1] > w).clamp(0, 1)
 
 
 def background_of(target):

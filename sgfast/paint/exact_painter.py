@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import torch
 
-from sgfast.agent.env import render_strokes_op
 from sgfast.backend import get_ops
 from sgfast.data.tensor_images import to_u8_hwc
 from sgfast.paint.exact_optimizer import PRESETS, optimize_exact, render_painting, stage_shapes, stroke_counts
@@ -43,7 +42,7 @@ def paint_exact(images, strokes=DEFAULT_STROKES, long_side=DEFAULT_LONG_SIDE, pr
     if frames not in ("step", "stroke", "none"):
         raise PaintError(f"frames must be 'step', 'stroke' or 'none', got {frames!r}")
     try:
-        render_strokes, _ = render_strokes_op(get_ops(ops))
+        render_strokes = get_ops(ops).render_strokes
     except (RuntimeError, ValueError) as exc:
         raise PaintError(f"--ops: {exc}") from None
     device = torch.device(device)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sgfast.agent.env import render_strokes_op
 from sgfast.backend import Ops, get_ops
 from sgfast.data.tensor_images import resize_square
 from sgfast.memory import check_fits, memory_budget
@@ -84,8 +83,7 @@ def render_painting_at(strokes, background, height, width, long_side, softness=1
     check_fits(4 * 3 * h * w * 3, f"re-rendering at {long_side} px", "choose a smaller --size")
     strokes = torch.as_tensor(np.asarray(strokes), dtype=torch.float32, device=device).view(1, -1, STROKE_PARAMS)
     base = torch.tensor(background, dtype=torch.float32, device=device).view(1, 3, 1, 1).expand(1, 3, h, w)
-    render_strokes, _ = render_strokes_op(ops)
-    return render_strokes(base.contiguous(), strokes, softness=softness)[0].cpu()
+    return ops.render_strokes(base.contiguous(), strokes, softness=softness)[0].cpu()
 
 
 def result_exact(result: PaintResult, size, supersample=4, device="cpu", ops="fused"):
