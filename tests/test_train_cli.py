@@ -188,6 +188,12 @@ def test_threads_0_is_refused_with_one_line(command, tmp_path, capsys):
     assert not os.path.exists(tmp_path / "checkpoint.pt")
 
 
+@pytest.mark.parametrize("command", TRAINERS)
+def test_a_time_limit_that_is_not_positive_is_refused(command, tmp_path, capsys):
+    line = usage_error(capsys, [command, "--config", "smoke", "--out", tmp_path, "--time-limit", "0"])
+    assert line == f"sgfast {command}: error: --time-limit must be a positive number of minutes, got 0"
+
+
 @pytest.mark.parametrize("command,extra,message", [
     ("train-renderer", ["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
     ("train-renderer", ["--val-every", "-1"], "--val-every must be >= 0, got -1"),

@@ -66,6 +66,26 @@ def test_a_signal_stops_after_the_step_and_checkpoints(capsys, sig):
     assert signal.getsignal(sig) is old               # the handler is restored
 
 
+def test_the_time_limit_ends_the_run_like_its_last_step(capsys, monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr("sgfast.train.loop.time.monotonic", lambda: clock[0])
+
+    def tick(step):  # each step takes 25 s of the fake clock
+        clock[0] += 25.0
+        return {}
+
+    saved = []
+    result = run_loop("train-test", start=0, total=20, step=tick, save=lambda i: None, ckpt_every=0,
+                      ckpt_path="ck.pt", progress=False, time_limit=60.0, save_last=saved.append)
+    assert (result.step, result.stopped, result.timed_out) == (3, False, True) and saved == [3]
+    assert "time limit of 1 min reached at step 3/20; checkpoint ck.pt (continue with --resume)" in capsys.readouterr().err
+    # a limit reached only at the last step is an ordinary end
+    clock[0], saved[:] = 0.0, []
+    result = run_loop("train-test", start=0, total=3, step=tick, save=lambda i: None, ckpt_every=0,
+                      ckpt_path="ck.pt", progress=False, time_limit=60.0, save_last=saved.append)
+    assert (result.step, result.timed_out, saved) == (3, False, [3])
+
+
 def test_a_second_signal_stops_at_once_without_a_checkpoint():
     ckpts = []
 

@@ -510,7 +510,7 @@ class Trainer:
         def validation(i):
             v = self.validate()
             self.keep_best(v)
-            return (f"episode {self.episode} step {self.step}: val L2 {v['val/l2']:.5f} "
+            return (f"episode {self.episode} step {self.step} ({time.perf_counter() - t0:.0f} s, {self.updates} updates): val L2 {v['val/l2']:.5f} "
                     f"fg L2 {v['val/fg_l2']:.5f} (empty {v['val/l2_empty_canvas']:.5f}, "
                     f"mean fill {v['val/l2_mean_fill']:.5f})")
 
@@ -522,7 +522,8 @@ class Trainer:
                 periodic=[Periodic(cfg.validate_interval, validation)], log_every=0,
                 progress=self.opts.run.progress and self.rank == 0, desc=None, unit="episode",
                 bar=(cfg.train_steps, lambda: min(self.step, cfg.train_steps), "step"),
-                agree=self._any_rank_stops if self.world > 1 else None, announce=self.rank == 0)
+                agree=self._any_rank_stops if self.world > 1 else None, announce=self.rank == 0,
+                time_limit=self.opts.run.time_limit)
         self.writer = None
         self.stopped = result.stopped
         return self

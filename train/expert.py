@@ -291,7 +291,7 @@ def train(cfg: ExpertTraining) -> int:
         result = run_loop(COMMAND, start=s.step, total=total, step=train_step, save=checkpoint,
                           ckpt_every=cfg.ckpt_every, ckpt_path=run_opts.checkpoint,
                           periodic=[Periodic(cfg.eval_every, test_accuracy, skip_last=True)],
-                          writer=writer, progress=progress, desc="expert")
+                          writer=writer, progress=progress, desc="expert", time_limit=run_opts.time_limit)
         if result.stopped:
             return STOPPED_EXIT
         train_seconds = round(time.time() - t0, 1)

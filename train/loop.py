@@ -12,7 +12,9 @@ episode with its updates (agent). After iteration i (counted from 1):
      last one they go to TensorBoard as train/<name> at x = i;
   2. each Periodic action whose interval divides i runs (a returned string is printed);
   3. if SIGINT or SIGTERM arrived, the loop stops here;
-  4. every `ckpt_every` iterations, save(i).
+  4. if `time_limit` seconds have passed since the loop started, it ends here as if i were the
+     last iteration (the run is complete, not stopped: exports and final figures follow);
+  5. every `ckpt_every` iterations, save(i).
 
 After the last iteration, or the stop, save(i) once more (if any iteration ran). A signal never
 interrupts a step: the handler only sets a flag, so checkpoints always lie between steps and a run
@@ -27,6 +29,7 @@ import dataclasses
 import signal
 import sys
 import threading
+import time
 from typing import Callable
 
 from sgfast.cli_errors import UsageError
@@ -45,6 +48,7 @@ class Periodic:
 class LoopResult:
     step: int       # iterations done in all (the checkpoint's count)
     stopped: bool   # ended by a signal before `total`
+    timed_out: bool = False  # ended by the time limit before `total`
 
 
 class StopSignals:
@@ -115,7 +119,8 @@ def run_loop(command: str, *, start: int, total: int, step: Callable[[int], dict
              periodic: list[Periodic] | tuple = (), writer=None, log_every: int = 10,
              progress: bool = True, desc: str | None = None, unit: str = "step",
              bar: tuple[int, Callable[[], int], str] | None = None,
-             agree: Callable[[bool], bool] | None = None, announce: bool = True) -> LoopResult:
+             agree: Callable[[bool], bool] | None = None, announce: bool = True,
+             time_limit: float | None = None) -> LoopResult:
     """Iterations start+1 .. total of step(i) -> {name: scalar} (see the module docstring); i
     counts iterations from the start of training (a resumed run starts at its checkpoint's count).
 
@@ -123,12 +128,13 @@ def run_loop(command: str, *, start: int, total: int, step: Callable[[int], dict
     scalars only go to the progress bar. bar: (total, position(), unit) when the bar counts something
     else than iterations (the agent's env steps). agree(stopping) -> bool: the ranks' common decision
     (any rank stopping stops all), so that they leave the loop after the same iteration. announce:
-    print the signal and stop notices (False on ranks other than 0)."""
+    print the signal and stop notices (False on ranks other than 0). time_limit: seconds (None: none)."""
     bar_total, position, bar_unit = bar if bar is not None else (total, None, unit)
     save_last = save_last or save
     pbar = progress_bar(bar_total, min(position() if position else start, bar_total),
                         enabled=progress, desc=desc, unit=bar_unit)
-    i, stopped = start, False
+    i, stopped, timed_out = start, False, False
+    t0 = time.monotonic()
     try:
         with StopSignals(command, announce) as signals:
             while i < total:
@@ -150,10 +156,15 @@ def run_loop(command: str, *, start: int, total: int, step: Callable[[int], dict
                         if isinstance(message, str) and announce:
                             pbar.write(message)
                 stop = signals.received is not None
-                if agree is not None:
+                late = time_limit is not None and time.monotonic() - t0 >= time_limit
+                if agree is not None:  # one decision for all ranks (their clocks differ)
                     stop = agree(stop)
+                    late = agree(late) if time_limit is not None else False
                 if stop:
                     stopped = True
+                    break
+                if late and i < total:
+                    timed_out = True
                     break
                 if ckpt_every and i % ckpt_every == 0:
                     save(i)
@@ -167,4 +178,7 @@ def run_loop(command: str, *, start: int, total: int, step: Callable[[int], dict
     if stopped and announce:
         print(f"sgfast {command}: stopped at {unit} {i}/{total}; checkpoint {ckpt_path} "
               "(continue with --resume)", file=sys.stderr, flush=True)
-    return LoopResult(i, stopped)
+    if timed_out and announce:
+        print(f"sgfast {command}: time limit of {time_limit / 60:g} min reached at {unit} {i}/{total}; "
+              f"checkpoint {ckpt_path} (continue with --resume)", file=sys.stderr, flush=True)
+    return LoopResult(i, stopped, timed_out)

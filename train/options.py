@@ -12,6 +12,8 @@ The shared options (RunOptions):
     --resume [CKPT]      continue from DIR/checkpoint.pt (or CKPT) exactly where it stopped
     --log-dir DIR        TensorBoard folder (default DIR/tb); --no-tensorboard: none
     --seed N, --threads N (>= 1), --device auto|cpu|cuda[:N], --no-progress
+    --time-limit MIN     end the run after this many minutes of training, as if it had reached its
+                         last step (checkpoint, exports, final figures); --resume continues it
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ class RunOptions:
     threads: int | None       # torch CPU threads (None: torch's choice)
     device: str
     progress: bool
+    time_limit: float | None = None  # seconds of training after which the run ends (None: no limit)
 
     @property
     def checkpoint(self) -> str:
@@ -59,6 +62,9 @@ def add_run_args(parser, *, configs, default_config, config_help, default_out, d
                         help="torch CPU threads, >= 1 (default: torch's choice)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--time-limit", type=float, default=None, metavar="MIN",
+                        help="end the run after MIN minutes of training as if it had reached its last "
+                             "step (checkpoint, exports); --resume continues it")
 
 
 def run_options(args) -> RunOptions:
@@ -66,6 +72,9 @@ def run_options(args) -> RunOptions:
 
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be >= 1, got {args.threads}")
+    time_limit = getattr(args, "time_limit", None)
+    if time_limit is not None and not (math.isfinite(time_limit) and time_limit > 0):
+        raise UsageError(f"--time-limit must be a positive number of minutes, got {time_limit:g}")
     if args.no_tensorboard and args.log_dir:
         raise UsageError("--log-dir and --no-tensorboard contradict each other")
     resume = None
@@ -77,7 +86,8 @@ def run_options(args) -> RunOptions:
     if args.log_dir and tensorboard:
         writable_folder("--log-dir", args.log_dir)
     return RunOptions(out=args.out, resume=resume, tensorboard=tensorboard, seed=args.seed,
-                      threads=args.threads, device=args.device, progress=not args.no_progress)
+                      threads=args.threads, device=args.device, progress=not args.no_progress,
+                      time_limit=None if time_limit is None else 60.0 * time_limit)
 
 
 def apply_threads(run: RunOptions):

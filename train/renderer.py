@@ -257,6 +257,7 @@ def train(cfg: RendererTraining) -> int:
         result = run_loop(
             COMMAND, start=step, total=steps, step=train_step, save=checkpoint, ckpt_every=cfg.ckpt_every,
             ckpt_path=ckpt_path, writer=writer, progress=run_opts.progress, desc="renderer",
+            time_limit=run_opts.time_limit,
             periodic=[Periodic(cfg.val_every, lambda i: f"step {i}: val_l2 {validate(i):.6f}", skip_last=True),
                       Periodic(cfg.image_every, images)])
         if result.stopped:

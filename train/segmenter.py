@@ -255,7 +255,8 @@ def train(cfg: SegmenterTraining) -> int:
         result = run_loop(COMMAND, start=s.step, total=total, step=train_step, save=checkpoint,
                           ckpt_every=cfg.ckpt_every, ckpt_path=run_opts.checkpoint,
                           periodic=[Periodic(cfg.eval_every, test_figures, skip_last=True)],
-                          writer=writer, progress=progress, desc="segmenter")
+                          writer=writer, progress=progress, desc="segmenter",
+                          time_limit=run_opts.time_limit)
         if result.stopped:
             return STOPPED_EXIT
         metrics = evaluate(model, test_data, device)
