@@ -62,7 +62,7 @@ def test_optimising_lowers_the_error_well_below_the_flat_fill(which):
     target = target.to(torch.float64 if which == "eager" else torch.float32)
     flat = float(((target - target.mean((2, 3), keepdim=True)) ** 2).mean())
     losses = []
-    strokes, background = optimize_exact(target, 8, render, preset=Preset("test", iters=20, lr=0.08, stroke_px=3.0),
+    strokes, background, _ = optimize_exact(target, 8, render, preset=Preset("test", iters=20, lr=0.08, stroke_px=3.0),
                                          on_iteration=lambda s, i, loss: losses.append(loss))
     assert strokes.shape == (1, 8, 13) and bool(((strokes >= 0) & (strokes <= 1)).all())
     painting = render_painting(strokes, background, h, w, render)
@@ -74,7 +74,7 @@ def test_optimising_lowers_the_error_well_below_the_flat_fill(which):
 def test_initial_strokes_stay_first_and_bad_budgets_are_refused():
     target = torch.rand(1, 3, 12, 12, dtype=torch.float64)
     init = torch.rand(1, 2, 13, dtype=torch.float64)
-    strokes, _ = optimize_exact(target, 3, eager_render, preset=Preset("t", iters=0, lr=0.1, stroke_px=2.0),
+    strokes, _, _ = optimize_exact(target, 3, eager_render, preset=Preset("t", iters=0, lr=0.1, stroke_px=2.0),
                                 init=init)
     assert strokes.shape == (1, 3, 13)
     assert torch.allclose(strokes[:, :2], init.clamp(1e-4, 1 - 1e-4), atol=1e-6)  # no iterations: unchanged
@@ -82,3 +82,46 @@ def test_initial_strokes_stay_first_and_bad_budgets_are_refused():
         optimize_exact(target, 1, eager_render, init=init)
     with pytest.raises(ValueError, match="strokes must be >= 1"):
         optimize_exact(target, 0, eager_render)
+
+
+def _blob_target(h=16, w=20):
+    """A red disc (the object, S = 1 on it) on a blue-green gradient."""
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, h, dtype=torch.float64),
+                            torch.linspace(0, 1, w, dtype=torch.float64), indexing="ij")
+    target = torch.stack([0.1 + 0 * xx, 0.3 + 0.5 * xx, 0.8 - 0.5 * yy])[None]
+    mask = (((yy - 0.5) ** 2 + (xx - 0.5) ** 2) < 0.08).to(torch.float64)[None, None]
+    target = target * (1 - mask) + torch.tensor([0.9, 0.1, 0.1], dtype=torch.float64).view(1, 3, 1, 1) * mask
+    return target, mask
+
+
+def test_a_mask_splits_strokes_into_gated_background_and_foreground_layers():
+    target, mask = _blob_target()
+    strokes, background, layer = optimize_exact(target, 12, eager_render, mask=mask,
+                                                preset=Preset("t", iters=15, lr=0.08, stroke_px=3.0))
+    assert layer.dtype == torch.bool and layer.shape == (12,)
+    assert 0 < int(layer.sum()) < 12  # error on both sides of S: both layers get strokes
+    # gates as in composite (Eq. 3-4): a stroke's colour is multiplied by its gate, so fg strokes add
+    # no colour outside S (they can only cover the canvas there) and bg strokes none inside it
+    fg_only = render_painting(strokes[:, layer], background, 16, 20, eager_render, mask=mask, layer=layer[layer])
+    flat = background.view(1, 3, 1, 1).expand(1, 3, 16, 20)
+    assert bool((fg_only * (1 - mask) <= flat * (1 - mask) + 1e-12).all())
+    bg_only = render_painting(strokes[:, ~layer], background, 16, 20, eager_render, mask=mask, layer=layer[~layer])
+    assert bool((bg_only * mask <= flat * mask + 1e-12).all())
+    assert not torch.allclose(fg_only * mask, flat * mask) and not torch.allclose(bg_only * (1 - mask), flat * (1 - mask))
+    # without a mask: no layers
+    assert optimize_exact(target, 2, eager_render, preset=Preset("t", iters=1, lr=0.1, stroke_px=2.0))[2] is None
+
+
+def test_the_focus_term_pulls_the_error_down_where_g_is():
+    target, mask = _blob_target()
+    focus = mask.clone()  # all the focus on the disc
+    preset = Preset("t", iters=25, lr=0.08, stroke_px=3.0)
+    fg_err = []
+    for nu in (0.0, 20.0):
+        strokes, background, layer = optimize_exact(target, 6, eager_render, mask=torch.ones_like(mask), focus=focus,
+                                                    nu=nu, preset=preset, seed=3)
+        painting = render_painting(strokes, background, 16, 20, eager_render, mask=torch.ones_like(mask), layer=layer)
+        fg_err.append(float((((painting - target) ** 2) * mask).sum() / mask.sum()))
+    assert fg_err[1] < fg_err[0], fg_err
+    with pytest.raises(ValueError, match="focus map"):
+        optimize_exact(target, 2, eager_render, nu=1.0)

@@ -15,6 +15,7 @@ import sys
 from sgfast.cli_errors import UsageError, reports_errors
 from sgfast.commands.options import (at_least, check_ops, check_threads, reason, refuse_ignored, within,
                                      writable_folder)
+from sgfast.paint.exact_painter import DEFAULT_INIT, INITS
 from sgfast.paint.instances import DEFAULT_MIN_GAIN, check_min_gain
 
 OFF = "off"  # --min-gain off (plain Eq. 16); None means the option was not given
@@ -29,7 +30,9 @@ AGENT_ONLY = ["mode", "steps", "actor", "divide", "instances", "bg_gate", "min_g
 OPTIMIZE_ONLY = ["strokes", "iters", "lr", "nu"]
 FOCUS_ONLY = ["mask", "box", "segmenter", "expert"]  # --method optimize: used by the focus term (--nu > 0)
 INSTANCES_ONLY = ["bg_gate", "min_gain"]
-EXACT_IGNORES = AGENT_ONLY + ["iters", "lr", "nu", "renderer", "supersample"] + FOCUS_ONLY
+EXACT_IGNORES = ["steps", "divide", "instances", "bg_gate", "min_gain", "iters", "lr", "supersample", "box"]
+EXACT_SG_ONLY = ["mask", "segmenter", "expert", "nu"]  # --method exact: the guidance of mode sg
+AGENT_INIT_ONLY = ["actor", "renderer"]  # --method exact: the agent that paints first (--init agent)
 
 
 def _min_gain(text):
@@ -52,8 +55,13 @@ def configure(parser):
     parser.add_argument("--steps", type=int, default=None, help="agent steps (default: the agent's episode)")
     parser.add_argument("--actor", default=None, help="agent weights (default: the shipped agent_<mode>_tiny.pt)")
     parser.add_argument("--renderer", default=None, help="renderer weights (default: the shipped renderer_tiny.pt)")
-    parser.add_argument("--segmenter", default=None, help="Ψ weights (default: the shipped segmenter_tiny.pt)")
-    parser.add_argument("--expert", default=None, help="expert weights (default: the shipped expert_tiny.pt)")
+    parser.add_argument("--segmenter", default=None,
+                        help="Ψ weights (default: the shipped segmenter_tiny.pt); --method exact: Ψ weights or "
+                             "torchvision:NAME (a segmentation or detection model, weights from the torch hub "
+                             "cache), default: the whole image is foreground")
+    parser.add_argument("--expert", default=None,
+                        help="expert weights (default: the shipped expert_tiny.pt); --method exact: expert "
+                             "weights or torchvision:NAME (an ImageNet classifier), default: G from image detail")
     parser.add_argument("--mask", nargs="+", default=None, metavar="FILE",
                         help="one foreground mask per image (instead of Ψ); '-' = predict that one")
     parser.add_argument("--box", nargs="+", default=None, metavar="FILE",
@@ -75,6 +83,9 @@ def configure(parser):
                              "(painting_<N>.png)")
     parser.add_argument("--preset", choices=("fast", "balanced", "quality"), default=None,
                         help="--method exact: iterations per stage, fast (default), balanced or quality")
+    parser.add_argument("--init", choices=INITS, default=None,
+                        help="--method exact: start from a flat fill (none) or from the agent's strokes "
+                             f"(agent: --actor, its strokes count in --strokes); default {DEFAULT_INIT}")
     parser.add_argument("--supersample", type=int, default=None,
                         help="with --size, exact re-render samples per pixel side (default 4)")
     parser.add_argument("--frames", choices=("step", "stroke"), default=None,
@@ -101,8 +112,8 @@ def configure(parser):
     parser.add_argument("--iters", type=int, default=None, help="--method optimize: Adam iterations (default 200)")
     parser.add_argument("--lr", type=float, default=None, help="--method optimize: Adam learning rate (default 0.1)")
     parser.add_argument("--nu", type=float, default=None,
-                        help="--method optimize: weight of the focus term (Eq. 14; G from Ψ + the expert; "
-                             "default 0)")
+                        help="--method optimize / exact: weight of the focus term (Eq. 14; G from Ψ + the "
+                             "expert, or as --expert says with --method exact; default 0)")
 
 
 def check_options(args):
@@ -111,12 +122,16 @@ def check_options(args):
     from sgfast.op_args import MAX_SIZE, MAX_SUPERSAMPLE
 
     if args.method != "exact":
-        refuse_ignored(args, ["preset"], "without --method exact")
+        refuse_ignored(args, ["preset", "init"], "without --method exact")
     if args.method == "exact":
         refuse_ignored(args, EXACT_IGNORES, "with --method exact")
+        if args.mode == "baseline":
+            refuse_ignored(args, EXACT_SG_ONLY, "with --mode baseline (it is for --mode sg)")
+        if args.init != "agent":
+            refuse_ignored(args, AGENT_INIT_ONLY, "with --method exact unless --init agent")
         if args.strokes is None:
             args.strokes = 1000
-        if args.frame_size is None:  # the progress video at the painting's size, at most 512 px
+        if args.frame_size is None and not args.no_video:  # the progress video at the painting's size, <= 512 px
             args.frame_size = min(args.size or 512, 512)
     elif args.method == "optimize":
         refuse_ignored(args, AGENT_ONLY, "with --method optimize (it is for --method agent)")
@@ -201,7 +216,7 @@ def run(args):
                         batch_size=args.batch_size, frames="none" if args.no_video else args.frames,
                         progress=not args.no_progress, method=args.method, strokes=args.strokes,
                         iters=args.iters, lr=args.lr, nu=args.nu, divide=args.divide, bg_gate=args.bg_gate,
-                        min_gain=args.min_gain, **({"size": args.size, "preset": args.preset}
+                        min_gain=args.min_gain, **({"size": args.size, "preset": args.preset, "init": args.init}
                                                     if args.method == "exact" else {}))
     except PaintError as exc:
         raise UsageError(reason(exc)) from None

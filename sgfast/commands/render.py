@@ -47,7 +47,8 @@ def run(args):
     try:
         if exact:
             image = render_painting_at(strokes, tuple(doc.get("background", (0, 0, 0))), int(doc["height"]),
-                                       int(doc["width"]), args.size, float(doc["softness"]), device, args.ops)
+                                       int(doc["width"]), args.size, float(doc["softness"]), device, args.ops,
+                                       mask=masks[0] if masks else None, layers=layers)
         else:
             image = render_exact(strokes, layers, mask_ids, masks, args.size, args.supersample,
                                  tuple(doc.get("background", (0, 0, 0))), device, ops=args.ops)

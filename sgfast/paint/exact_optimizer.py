@@ -15,6 +15,13 @@ rising resolution (long side 64, 128, ... up to the output's):
    (the anti-aliasing ramp, in pixels) annealed from 2 to 1 so that strokes whose edges do not yet
    meet the error still get gradients.
 
+Guidance (mode sg): with a foreground mask S, each stage's new strokes are split between background
+strokes (gated by 1 - S, placed where the error outside the object is) and foreground strokes
+(gated by S, placed on the object) in proportion to the error each side; the stage paints its
+background strokes first. With a focus map G and weight nu the loss adds the focus term of Eq. 14,
+nu * sum(G (C - I)^2) / sum(G), and new strokes go where the loss (not just the error) is largest.
+Without S (baseline mode) no stroke is gated.
+
 The images of a batch are painted together (one render_strokes call per iteration; their losses are
 summed, Adam's update is per parameter, so each image's strokes only follow its own loss). The
 painting returned is the strokes rendered at the output size with softness 1 (what
@@ -87,13 +94,16 @@ def radius_z(radius_px: float, h: int, w: int) -> float:
     return min(max(z, 0.0), 1.0)
 
 
-def place_strokes(target, canvas, n, radius_px, generator):
-    """n new strokes per image [B, n, 13] where |target - canvas|^2 (blurred) is largest: start point
-    drawn from the error, end point a stroke length away in a random direction, radius about
-    radius_px stage pixels, colour the target's (blurred) under the start, opacity 0.85-1."""
+def place_strokes(target, canvas, n, radius_px, generator, weight=None):
+    """n new strokes per image [B, n, 13] where |target - canvas|^2 (times `weight` [B, 1, h, w] if
+    given; blurred) is largest: start point drawn from the error, end point a stroke length away in
+    a random direction, radius about radius_px stage pixels, colour the target's (blurred) under the
+    start, opacity 0.85-1."""
     b, _, h, w = target.shape
     dev = target.device
     err = ((target - canvas) ** 2).sum(1, keepdim=True)
+    if weight is not None:
+        err = err * weight
     k = max(3, int(2 * radius_px) | 1)
     err = F.avg_pool2d(err, k, stride=1, padding=k // 2, count_include_pad=False)[:, 0]
     prob = err.flatten(1) + 1e-12
@@ -124,17 +134,48 @@ def background_of(target):
     return target.mean((2, 3), keepdim=True)
 
 
+def pixel_weights(focus, nu, h, w):
+    """The loss's weight of each pixel [B, 1, h, w]: 1 / (h w) (the mean squared error) plus
+    nu G / sum(G) (the focus term), or None without a focus term."""
+    if focus is None or nu == 0:
+        return None
+    return 1.0 / (h * w) + nu * focus / focus.sum((2, 3), keepdim=True).clamp(min=1e-12)
+
+
+def stage_loss(canvas, target, weight):
+    """Per-image loss summed over the batch: mean squared error, or the weighted sum (pixel_weights)."""
+    sq = ((canvas - target) ** 2).mean(1, keepdim=True)
+    return (sq.mean((1, 2, 3)) if weight is None else (sq * weight).sum((1, 2, 3))).sum()
+
+
+def split_new(target, current, new, weight, mask):
+    """How many of a stage's `new` strokes are background strokes: the share of the (weighted)
+    error that lies outside S, over the batch."""
+    err = ((target - current) ** 2).sum(1, keepdim=True)
+    if weight is not None:
+        err = err * weight
+    outside, total = float((err * (1 - mask)).sum()), float(err.sum())
+    return 0 if total <= 0 else min(new, max(0, round(new * outside / total)))
+
+
 def optimize_exact(target, n_strokes, render_strokes, long_side=None, preset="balanced", init=None, seed=0,
-                   on_iteration=None):
+                   on_iteration=None, mask=None, focus=None, nu=0.0, init_layer=None):
     """Paint target [B, 3, H, W] (float in [0, 1], the image's shape) with n_strokes strokes per image.
 
     render_strokes: the op (sgfast.backend's fused or eager one). long_side: the last stage's long
     side (default: the target's). init [B, M, 13] (M <= n_strokes): strokes to start from (e.g. the
-    agent's), kept first in the painting order. on_iteration(stage, iteration, loss): progress.
-    Returns (strokes [B, n_strokes, 13] in [0, 1], background [B, 3]).
+    agent's), kept first in the painting order; init_layer [M] bool their layers (with a mask).
+    mask [B, 1, H, W]: S, the strokes' gates (None: no gates). focus [B, 1, H, W]: G of the focus
+    term, weighted nu. on_iteration(stage, iteration, loss): progress.
+    Returns (strokes [B, n_strokes, 13] in [0, 1], background [B, 3], layer [n_strokes] bool (True:
+    foreground) or None without a mask).
     """
     if n_strokes < 1:
         raise ValueError(f"strokes must be >= 1, got {n_strokes}")
+    if nu < 0:
+        raise ValueError(f"nu must be >= 0, got {nu}")
+    if nu > 0 and focus is None:
+        raise ValueError("a focus weight nu > 0 needs a focus map")
     preset = PRESETS[preset] if isinstance(preset, str) else preset
     b, _, height, width = target.shape
     long_side = long_side or max(height, width)
@@ -146,32 +187,53 @@ def optimize_exact(target, n_strokes, render_strokes, long_side=None, preset="ba
     gen = torch.Generator().manual_seed(seed)
     background = background_of(target).detach()
     logits = _logit(init.detach()) if init is not None else target.new_zeros(b, 0, STROKE_PARAMS)
+    layer = None
+    if mask is not None:
+        layer = (init_layer.to(torch.bool).cpu() if init_layer is not None
+                 else torch.ones(have, dtype=torch.bool))
+        if layer.shape != (have,):
+            raise ValueError(f"init_layer must be [{have}], got {tuple(layer.shape)}")
     for stage, ((h, w), new) in enumerate(zip(shapes, counts)):
         tgt = resize_to(target, h, w)
+        msk = None if mask is None else resize_to(mask, h, w).contiguous()
+        weight = pixel_weights(None if focus is None else resize_to(focus, h, w), nu, h, w)
         base = background.expand(b, 3, h, w).contiguous()
+        gates = {} if msk is None else {"mask": msk, "layer": layer}
         if new:
             with torch.no_grad():
-                current = render_strokes(base, torch.sigmoid(logits), softness=1.0) if logits.shape[1] else base
+                current = render_strokes(base, torch.sigmoid(logits), softness=1.0, **gates) if logits.shape[1] else base
                 radius = preset.stroke_px * max(1.0, (len(shapes) - stage))  # coarse stages: bigger strokes
-                fresh = place_strokes(tgt, current, new, radius, gen)
-            logits = torch.cat([logits, _logit(fresh)], 1)
+                if msk is None:
+                    fresh = place_strokes(tgt, current, new, radius, gen, weight)
+                    logits = torch.cat([logits, _logit(fresh)], 1)
+                else:  # background strokes where the error outside S is, then foreground ones on S
+                    n_bg = split_new(tgt, current, new, weight, msk)
+                    ones = torch.ones_like(msk) if weight is None else weight
+                    parts = [(n_bg, ones * (1 - msk), False), (new - n_bg, ones * msk, True)]
+                    for n, where, fg in parts:
+                        if n:
+                            logits = torch.cat([logits, _logit(place_strokes(tgt, current, n, radius, gen, where))], 1)
+                            layer = torch.cat([layer, torch.full((n,), fg, dtype=torch.bool)])
+        gates = {} if msk is None else {"mask": msk, "layer": layer.to(target.device)}
         logits = logits.detach().requires_grad_(True)
         opt = torch.optim.Adam([logits], lr=preset.lr)
         for it in range(preset.iters):
             softness = 2.0 - it / max(1, preset.iters - 1)  # 2 px -> 1 px
             with torch.enable_grad():
-                canvas = render_strokes(base, torch.sigmoid(logits), softness=softness)
-                loss = ((canvas - tgt) ** 2).mean((1, 2, 3)).sum()
+                canvas = render_strokes(base, torch.sigmoid(logits), softness=softness, **gates)
+                loss = stage_loss(canvas, tgt, weight)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
             opt.step()
             if on_iteration is not None:
                 on_iteration(stage, it, float(loss.detach()) / b)
-    return torch.sigmoid(logits).detach(), background[:, :, 0, 0]
+    return torch.sigmoid(logits).detach(), background[:, :, 0, 0], layer
 
 
-def render_painting(strokes, background, height, width, render_strokes, softness=1.0):
-    """The painting at (height, width): the background, then the strokes. [B, 3, height, width]."""
+def render_painting(strokes, background, height, width, render_strokes, softness=1.0, mask=None, layer=None):
+    """The painting at (height, width): the background, then the strokes (gated by mask [B, 1,
+    height, width] and layer when given). [B, 3, height, width]."""
     b = strokes.shape[0]
     base = background.view(b, 3, 1, 1).expand(b, 3, height, width).contiguous()
-    return render_strokes(base, strokes, softness=softness)
+    gates = {} if mask is None else {"mask": mask, "layer": layer.to(strokes.device)}
+    return render_strokes(base, strokes, softness=softness, **gates)

@@ -27,10 +27,11 @@ import torch
 from sgfast.data.tensor_images import resize_square
 from sgfast.paint.agent_painter import paint_batch
 from sgfast.paint.divide_painter import paint_divided
-from sgfast.paint.exact_painter import DEFAULT_LONG_SIDE, DEFAULT_PRESET, DEFAULT_STROKES, paint_exact
+from sgfast.paint.exact_painter import DEFAULT_INIT, DEFAULT_LONG_SIDE, DEFAULT_PRESET, DEFAULT_STROKES, paint_exact
 from sgfast.paint.inputs import as_image_list, load_images
 from sgfast.paint.instances import DEFAULT_MIN_GAIN, check_min_gain, stroke_gates
 from sgfast.paint.optimize_painter import paint_optimize
+from sgfast.paint.photo_semantics import load_guides
 from sgfast.paint.result import PaintError, PaintResult
 from sgfast.paint.semantics import semantic_maps
 from sgfast.paint.weights import DEFAULT_SEGMENTER, load_models
@@ -42,7 +43,7 @@ BG_GATES = ("union", "chosen")  # what background strokes keep off with several 
 def paint(images, mode="sg", steps=None, actor=None, renderer=None, segmenter=None, expert=None,
           masks=None, boxes=None, instances=None, device="cpu", ops="fused", batch_size=8,
           frames="step", progress=False, models=None, method="agent", strokes=None, iters=200, lr=0.1, nu=0.0,
-          divide=1, bg_gate="chosen", min_gain=DEFAULT_MIN_GAIN, size=None, preset=None):
+          divide=1, bg_gate="chosen", min_gain=DEFAULT_MIN_GAIN, size=None, preset=None, init=None):
     """Paint `images` (paths, [H, W, 3] arrays or [3, H, W] tensors). Returns one PaintResult per
     image, in order; an image that cannot be read gets a result with `.error` set and the others are
     still painted. Set-up problems (weights, options) raise PaintError.
@@ -59,16 +60,29 @@ def paint(images, mode="sg", steps=None, actor=None, renderer=None, segmenter=No
     painting is D x the canvas (sgfast/paint/divide_painter.py). method "exact": no agent, the image
     painted at its own shape with long side `size` (default 512) by `strokes` strokes (default 1000)
     optimised coarse to fine through the exact renderer, `preset` "fast" (default), "balanced" or
-    "quality" (sgfast/paint/exact_painter.py).
+    "quality"; mode sg gates them by S (a mask, `segmenter`: Ψ weights or "torchvision:NAME", else
+    the whole image) with the focus term weighted `nu` on G (`expert`: weights or
+    "torchvision:NAME", else image detail); `init` "agent" starts from the agent's strokes
+    (`actor`), "none" from a flat fill; images of one shape are painted `batch_size` at a time
+    (sgfast/paint/exact_painter.py, photo_semantics.py).
     """
     if method == "exact":
-        if divide != 1:
-            raise PaintError(f"divide applies to method 'agent' (got divide={divide} with method 'exact')")
+        for name, value in (("divide", divide != 1), ("boxes", boxes is not None), ("instances", instances is not None),
+                            ("steps", steps is not None)):
+            if value:
+                raise PaintError(f"{name} applies to method 'agent', not 'exact'")
+        init = DEFAULT_INIT if init is None else init
+        guides = load_guides(segmenter, expert, device) if mode == "sg" else None
+        if mode != "sg" and (segmenter or expert):
+            raise PaintError("segmenter and expert apply to mode 'sg'")
+        if init == "agent" and models is None:
+            models = load_models(mode, actor, renderer, None, None, device, ops, need_segmenter=False)
         return paint_exact(images, DEFAULT_STROKES if strokes is None else strokes,
                            DEFAULT_LONG_SIDE if size is None else size, preset or DEFAULT_PRESET, device, ops,
-                           frames, progress)
-    if size is not None or preset is not None:
-        raise PaintError("size and preset apply to method 'exact'")
+                           frames, progress, mode=mode, masks=masks, guides=guides, nu=nu, init=init,
+                           models=models, batch_size=batch_size)
+    if size is not None or preset is not None or init is not None:
+        raise PaintError("size, preset and init apply to method 'exact'")
     strokes = 100 if strokes is None else strokes
     if method == "optimize" and divide != 1:
         raise PaintError(f"divide applies to method 'agent' (got divide={divide} with method 'optimize')")

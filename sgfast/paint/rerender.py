@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from sgfast.backend import Ops, get_ops
-from sgfast.data.tensor_images import resize_square
+from sgfast.data.tensor_images import resize_square, resize_to
 from sgfast.memory import check_fits, memory_budget
 from sgfast.paint.result import PaintResult
 from sgfast.strokes import STROKE_PARAMS, colors, shapes
@@ -74,24 +74,33 @@ def long_side_shape(height, width, long_side):
 
 
 @torch.no_grad()
-def render_painting_at(strokes, background, height, width, long_side, softness=1.0, device="cpu", ops="fused"):
+def render_painting_at(strokes, background, height, width, long_side, softness=1.0, device="cpu", ops="fused",
+                       mask=None, layers=None):
     """A render_strokes painting (method "exact") redrawn with its long side at `long_side`, its
-    shape kept: the flat background, then the strokes [N, 13]. Returns [3, h, w] float on the CPU.
-    At the painting's own size this is the painting itself."""
+    shape kept: the flat background, then the strokes [N, 13], gated by mask ([h, w] S at any size,
+    resized bilinearly) and layers ("fg" / "bg" per stroke) when the painting has them (mode sg).
+    Returns [3, h, w] float on the CPU. At the painting's own size this is the painting itself."""
     ops = ops if isinstance(ops, Ops) else get_ops(ops)
     h, w = long_side_shape(height, width, long_side)
-    check_fits(4 * 3 * h * w * 3, f"re-rendering at {long_side} px", "choose a smaller --size")
+    check_fits(4 * 3 * h * w * (3 if mask is None else 4), f"re-rendering at {long_side} px",
+               "choose a smaller --size")
     strokes = torch.as_tensor(np.asarray(strokes), dtype=torch.float32, device=device).view(1, -1, STROKE_PARAMS)
     base = torch.tensor(background, dtype=torch.float32, device=device).view(1, 3, 1, 1).expand(1, 3, h, w)
-    return ops.render_strokes(base.contiguous(), strokes, softness=softness)[0].cpu()
+    gates = {}
+    if mask is not None:
+        s = torch.as_tensor(np.asarray(mask), dtype=torch.float32, device=device)[None, None]
+        gates = {"mask": resize_to(s, h, w).contiguous(),
+                 "layer": torch.tensor([layer == "fg" for layer in layers], device=device)}
+    return ops.render_strokes(base.contiguous(), strokes, softness=softness, **gates)[0].cpu()
 
 
 def result_exact(result: PaintResult, size, supersample=4, device="cpu", ops="fused"):
     """render_exact of a PaintResult's strokes with its gates (a method "exact" painting: redrawn by
     render_strokes with its long side at `size`)."""
     if result.exact:
+        mask = None if result.masks is None else result.masks[0].numpy()
         return render_painting_at(result.strokes, result.background, result.canvas.shape[-2], result.canvas.shape[-1],
-                                  size, result.softness, device, ops)
+                                  size, result.softness, device, ops, mask=mask, layers=result.layers)
     masks = [] if result.masks is None else [m.numpy() for m in result.gate_masks]
     return render_exact(result.strokes, result.layers, result.mask_ids, masks, size, supersample, device=device,
                         ops=ops)
