@@ -324,7 +324,8 @@ class Trainer:
         self.agent = DDPG(cfg, self.mode, self.painter, self.ops, self.data, self.device)
         capacity = cfg.replay_episodes * cfg.max_step  # the baseline's rmsize * max_step transitions
         self.replay = ReplayMemory(max(capacity, cfg.env_batch), cfg.size, cfg.strokes * STROKE_PARAMS, self.device)
-        self.env = PaintEnv(self.data, self.painter, cfg.max_step, cfg.env_batch, self.data.train_ids, self.gen)
+        self.env = PaintEnv(self.data, self.painter, cfg.max_step, cfg.env_batch, self.data.train_ids, self.gen,
+                            weights=self.data.train_weights)
         n_val = min(len(self.data.val_ids), cfg.env_batch)
         self.val_env = PaintEnv(self.data, self.painter, cfg.max_step, n_val, self.data.val_ids, self.gen,
                                 augment=False)

@@ -22,7 +22,7 @@ class TensorData:
     boxes [N, 4] float (x, y, w, h) normalised, x horizontal.
     """
 
-    def __init__(self, images, masks, boxes, gbp, val_ids, size=None):
+    def __init__(self, images, masks, boxes, gbp, val_ids, size=None, weights=None):
         n = images.shape[0]
         for name, t, c in (("images", images, 3), ("masks", masks, 1), ("gbp", gbp, 1)):
             if t.dim() != 4 or t.shape[0] != n or t.shape[1] != c:
@@ -44,6 +44,14 @@ class TensorData:
         is_val[val] = True
         self.val_ids = val.to(images.device)
         self.train_ids = torch.nonzero(~is_val).flatten().to(images.device)
+        # how often each training target is drawn (None: uniformly); per-instance files weight an
+        # instance by its share of its image's instance pixels (paper Sec. 5)
+        self.train_weights = None
+        if weights is not None:
+            weights = torch.as_tensor(weights, dtype=torch.float64).cpu()
+            if weights.shape != (n,):
+                raise ValueError(f"TensorData: weights must be [N={n}], got {tuple(weights.shape)}")
+            self.train_weights = weights[self.train_ids.cpu()]
 
     def __len__(self):
         return self.images.shape[0]
@@ -60,6 +68,7 @@ class TensorData:
         out = object.__new__(TensorData)
         for k in ("images", "masks", "gbp", "boxes", "val_ids", "train_ids"):
             setattr(out, k, getattr(self, k).to(device))
+        out.train_weights = self.train_weights
         return out
 
     def batch(self, ids: torch.Tensor, flip: torch.Tensor | None = None) -> dict:
@@ -81,8 +90,8 @@ class TensorData:
         """Load `sgfast prepare`'s output (see sgfast.data) and hold it on `device`."""
         from sgfast.agent import prepared_source
 
-        images, masks, boxes, gbp, val_ids = prepared_source.load(path, val_fraction, seed)
-        return cls(images.to(device), masks.to(device), boxes.to(device), gbp.to(device), val_ids, size)
+        images, masks, boxes, gbp, val_ids, weights = prepared_source.load(path, val_fraction, seed)
+        return cls(images.to(device), masks.to(device), boxes.to(device), gbp.to(device), val_ids, size, weights)
 
 
 def _resize_u8(t: torch.Tensor, size: int) -> torch.Tensor:

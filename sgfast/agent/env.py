@@ -160,15 +160,22 @@ def to_uint8(canvas: torch.Tensor) -> torch.Tensor:
 
 
 class PaintEnv:
-    """`batch` environments painting targets drawn from `ids_pool` of `data`."""
+    """`batch` environments painting targets drawn from `ids_pool` of `data`: uniformly, or in
+    proportion to `weights` (one per id, e.g. an instance's share of its image's instance pixels:
+    paper Sec. 5 draws one instance per episode in proportion to its pixel count)."""
 
-    def __init__(self, data, painter, max_step, batch, ids_pool, generator, augment=True):
+    def __init__(self, data, painter, max_step, batch, ids_pool, generator, augment=True, weights=None):
         if batch < 1 or max_step < 1:
             raise ValueError(f"PaintEnv: batch and max_step must be >= 1, got {batch}, {max_step}")
         if len(ids_pool) == 0:
             raise ValueError("PaintEnv: no images to paint (empty id pool)")
+        if weights is not None:
+            weights = torch.as_tensor(weights, dtype=torch.float64).cpu()
+            if weights.shape != (len(ids_pool),) or not bool(torch.isfinite(weights).all()) \
+                    or bool((weights < 0).any()) or float(weights.sum()) <= 0:
+                raise ValueError(f"PaintEnv: weights must be {len(ids_pool)} finite non-negative numbers, not all 0")
         self.data, self.painter, self.max_step, self.batch = data, painter, max_step, batch
-        self.ids_pool, self.gen, self.augment = ids_pool, generator, augment
+        self.ids_pool, self.gen, self.augment, self.weights = ids_pool, generator, augment, weights
         self.device = data.device
         size = painter.size
         self.canvas = torch.zeros(batch, 3, size, size, dtype=torch.uint8, device=self.device)
@@ -178,7 +185,8 @@ class PaintEnv:
     def reset(self, ids=None):
         """Start new episodes: black canvases, random targets (random horizontal flips if augmenting)."""
         if ids is None:
-            pick = torch.randint(len(self.ids_pool), (self.batch,), generator=self.gen)
+            pick = (torch.randint(len(self.ids_pool), (self.batch,), generator=self.gen) if self.weights is None
+                    else torch.multinomial(self.weights, self.batch, replacement=True, generator=self.gen))
             ids = self.ids_pool[pick.to(self.ids_pool.device)]
         self.ids = ids.to(self.device)
         if self.augment:
