@@ -10,7 +10,7 @@ Photos come bundled with scikit-image (`skimage.data.NAME`) or scikit-learn (`ch
 load_sample_images); no download. Birds: the first N images of sgfast's bundled sample birds.
 Methods: flat (the mean colour), agent (`--method agent`: the shipped sg agent's 64 px square, as
 `sgfast paint` painted before), divide4 (`--method agent --divide 4`), optimize (`--method
-optimize`, 64 px), exact (`--method exact --init none`) and exact-agent (`--init agent`) at each of
+optimize`, its default 100 strokes at 64 px), exact (`--method exact --init none`) and exact-agent (`--init agent`) at each of
 --strokes. A painting smaller than the output (agent, divide4, optimize) is resized to it (bicubic)
 before it is compared. --batch-images N also times N same-shape images painted one at a time and
 together (images/s). Prints markdown tables; writes image | painting PNGs under --out.
@@ -87,7 +87,7 @@ def paint_one(method, image_u8, strokes, long_side, threads):
         elif method == "divide4":
             kw.update(method="agent", divide=4)
         elif method == "optimize":
-            kw.update(method="optimize", strokes=strokes)
+            kw.update(method="optimize")  # its default budget (100 strokes, 200 iterations at 64 px)
         else:
             kw.update(method="exact", strokes=strokes, size=long_side,
                       init="agent" if method == "exact-agent" else "none")
@@ -119,7 +119,7 @@ def main():
     ap.add_argument("--birds", type=int, default=4, help="sample birds painted too (default 4)")
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--strokes", nargs="+", type=int, default=[1000],
-                    help="strokes of optimize / exact (default 1000)")
+                    help="strokes of exact and exact-agent (default 1000)")
     ap.add_argument("--long-side", type=int, default=512)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="out/paint_photos")
@@ -141,7 +141,7 @@ def main():
     for name, img, kind in images:
         flat_psnr = None
         for method in args.methods:
-            counts = args.strokes if method in ("optimize", "exact", "exact-agent") else [0]
+            counts = args.strokes if method in ("exact", "exact-agent") else [100 if method == "optimize" else 0]
             for n in counts:
                 ref, out, seconds = paint_one(method, img, n, args.long_side, args.threads)
                 psnr, ssim = scores(ref, out)
