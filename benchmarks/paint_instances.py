@@ -37,8 +37,9 @@ def main():
     print("|---|---|---|---|---|---|---|")
     for gate in args.gates.split(","):
         for mg in args.min_gains.split(","):
-            rs = paint([p for p, _ in items], instances=[i for _, i in items], steps=args.steps, frames="none",
-                       models=models, batch_size=8, bg_gate=gate, min_gain=None if mg == "off" else float(mg))
+            rs = paint([p for p, _ in items], method="agent", instances=[i for _, i in items], steps=args.steps,
+                       frames="none", models=models, batch_size=8, bg_gate=gate,
+                       min_gain=None if mg == "off" else float(mg))
             got = every = 0
             l2, fg, per = [], [], []
             for r, (_, inst) in zip(rs, items):

@@ -18,7 +18,8 @@ COMMANDS = {
     "train-segmenter": ("sgfast.train.segmenter", "train Ψ, the foreground mask and box network"),
     "train-expert": ("sgfast.train.expert", "train the expert classifier behind the guided-backprop maps"),
     "prepare": ("sgfast.commands.prepare", "compute masks, boxes and GBP maps for a dataset into one file"),
-    "paint": ("sgfast.commands.paint", "paint images with a trained agent: PNG, layers, GIF/MP4, stroke JSON/SVG"),
+    "paint": ("sgfast.commands.paint", "paint images (exact stroke optimisation by default, or a trained agent): "
+                                        "PNG, layers, GIF/MP4, stroke JSON/SVG"),
     "render": ("sgfast.commands.render", "re-render an exported strokes.json exactly at any size"),
     "evaluate": ("sgfast.commands.evaluate", "compare painting agents on a test split: L2, PSNR, fg/parts L2, Ψ on the canvas"),
 }

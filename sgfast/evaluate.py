@@ -151,8 +151,8 @@ def evaluate(dataset, actors, steps=None, num=None, split=None, batch_size=16, s
         models = load_models(meta["mode"], path, renderer, segmenter if meta["mode"] == "sg" else None, expert,
                              device, ops, need_segmenter=not true_masks)
         masks = [h["mask"][0] for h, _ in samples] if (true_masks and meta["mode"] == "sg") else None
-        res = paint(images, mode=meta["mode"], steps=budget // k, masks=masks, batch_size=batch_size,
-                    frames="none", progress=progress, models=models)
+        res = paint(images, mode=meta["mode"], method="agent", steps=budget // k, masks=masks,
+                    batch_size=batch_size, frames="none", progress=progress, models=models)
         bad = [r.name for r in res if not r.ok]
         if bad:
             raise PaintError(f"{label}: could not paint {bad[:3]}: {res[0].error}")

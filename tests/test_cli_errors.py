@@ -173,12 +173,14 @@ def test_fused_ops_without_the_extension_say_how_to_build_it(command, option, tm
 # -- options a mode ignores -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("extra,match", [
-    (["--mode", "baseline", "--mask", MASK], r"--mask is ignored with --mode baseline"),
-    (["--mode", "baseline", "--box", "b.txt"], r"--box is ignored with --mode baseline"),
-    (["--mode", "baseline", "--instances", "a.png,b.png"], r"--instances is ignored with --mode baseline"),
-    (["--mode", "baseline", "--bg-gate", "union"], r"--bg-gate is ignored with --mode baseline"),
-    (["--mode", "baseline", "--min-gain", "off"], r"--min-gain is ignored with --mode baseline"),
-    (["--mode", "baseline", "--segmenter", "s.pt"], r"--segmenter is ignored with --mode baseline"),
+    (["--method", "agent", "--mode", "baseline", "--mask", MASK], r"--mask is ignored with --mode baseline"),
+    (["--method", "agent", "--mode", "baseline", "--box", "b.txt"], r"--box is ignored with --mode baseline"),
+    (["--method", "agent", "--mode", "baseline", "--instances", "a.png,b.png"],
+     r"--instances is ignored with --mode baseline"),
+    (["--method", "agent", "--mode", "baseline", "--bg-gate", "union"], r"--bg-gate is ignored with --mode baseline"),
+    (["--method", "agent", "--mode", "baseline", "--min-gain", "off"], r"--min-gain is ignored with --mode baseline"),
+    (["--method", "agent", "--mode", "baseline", "--segmenter", "s.pt"],
+     r"--segmenter is ignored with --mode baseline"),
     (["--method", "optimize", "--divide", "2"], r"--divide is ignored with --method optimize"),
     (["--method", "optimize", "--bg-gate", "chosen"], r"--bg-gate is ignored with --method optimize"),
     (["--method", "optimize", "--min-gain", "0.1"], r"--min-gain is ignored with --method optimize"),
@@ -186,13 +188,20 @@ def test_fused_ops_without_the_extension_say_how_to_build_it(command, option, tm
     (["--method", "optimize", "--actor", "a.pt"], r"--actor is ignored with --method optimize"),
     (["--method", "optimize", "--mode", "baseline"], r"--mode is ignored with --method optimize"),
     (["--method", "optimize", "--mask", MASK], r"--mask is ignored with --method optimize unless --nu > 0"),
-    (["--strokes", "10"], r"--strokes is ignored with --method agent"),
+    (["--method", "agent", "--strokes", "10"], r"--strokes is ignored with --method agent"),
     (["--method", "agent", "--iters", "10"], r"--iters is ignored with --method agent"),
-    (["--lr", "0.5"], r"--lr is ignored with --method agent"),
-    (["--nu", "1"], r"--nu is ignored with --method agent"),
-    (["--bg-gate", "union"], r"--bg-gate is ignored without --instances"),
-    (["--min-gain", "0.2"], r"--min-gain is ignored without --instances"),
-    (["--supersample", "2"], r"--supersample is ignored without --size"),
+    (["--method", "agent", "--lr", "0.5"], r"--lr is ignored with --method agent"),
+    (["--method", "agent", "--nu", "1"], r"--nu is ignored with --method agent"),
+    (["--method", "agent", "--bg-gate", "union"], r"--bg-gate is ignored without --instances"),
+    (["--method", "agent", "--min-gain", "0.2"], r"--min-gain is ignored without --instances"),
+    (["--method", "agent", "--supersample", "2"], r"--supersample is ignored without --size"),
+    # exact is the default method: the agent's options are refused without --method agent
+    (["--steps", "3"], r"--steps is ignored with --method exact; leave it out$"),
+    (["--instances", "a.png,b.png"], r"--instances is ignored with --method exact"),
+    (["--supersample", "2"], r"--supersample is ignored with --method exact"),
+    (["--mode", "baseline", "--mask", MASK], r"--mask is ignored with --mode baseline"),
+    (["--actor", "a.pt"], r"--actor is ignored with --method exact unless --init agent"),
+    (["--method", "agent", "--preset", "fast"], r"--preset is ignored without --method exact"),
     (["--no-video", "--frames", "stroke"], r"--frames is ignored with --no-video"),
     (["--no-video", "--frame-size", "64"], r"--frame-size is ignored with --no-video"),
 ])
@@ -221,14 +230,19 @@ def test_paint_options_left_at_their_default_are_not_refused(tmp_path, capsys, m
         raise sgfast.paint.PaintError("stop here")
 
     monkeypatch.setattr(sgfast.paint, "paint", fake_paint)
-    one_line_error(capsys, _argv("paint", tmp_path, strokes_json) + ["--mode", "baseline"], "stop here$")
+    one_line_error(capsys, _argv("paint", tmp_path, strokes_json) + ["--method", "agent", "--mode", "baseline"],
+                   "stop here$")
     assert seen["mode"] == "baseline" and seen["method"] == "agent" and seen["divide"] == 1
     assert seen["bg_gate"] == "chosen" and seen["strokes"] == 100 and seen["nu"] == 0.0
     from sgfast.paint.instances import DEFAULT_MIN_GAIN
     assert seen["min_gain"] == DEFAULT_MIN_GAIN
-    one_line_error(capsys, ["paint", IMAGE, "--instances", MASK, "--min-gain", "off", "--out", tmp_path / "o"],
-                   "stop here$")
+    one_line_error(capsys, ["paint", IMAGE, "--method", "agent", "--instances", MASK, "--min-gain", "off",
+                            "--out", tmp_path / "o"], "stop here$")
     assert seen["min_gain"] is None and seen["mode"] == "sg"
+    # and without --method: exact, the default, with its own defaults
+    seen.clear()
+    one_line_error(capsys, _argv("paint", tmp_path, strokes_json), "stop here$")
+    assert seen["method"] == "exact" and seen["mode"] == "sg" and seen["strokes"] == 1000
 
 
 # -- per-image problems in paint --------------------------------------------------------------------
@@ -237,14 +251,14 @@ def test_paint_nothing_painted_is_one_error_line(tmp_path, capsys):
     bad = tmp_path / "bad.png"
     bad.write_text("not an image")
     out = tmp_path / "out"
-    line = one_line_error(capsys, ["paint", bad, "--mode", "baseline", "--steps", "1", "--out", out,
-                                   "--no-progress", "--threads", "1"], r"cannot paint bad: ")
+    line = one_line_error(capsys, ["paint", bad, "--method", "agent", "--mode", "baseline", "--steps", "1",
+                                   "--out", out, "--no-progress", "--threads", "1"], r"cannot paint bad: ")
     assert "\n" not in line
     # Several images, none paintable: each is a warning, then one error line.
     capsys.readouterr()
     with pytest.raises(SystemExit) as exc:
-        cli.main(["paint", str(bad), str(tmp_path / "missing.png"), "--mode", "baseline", "--steps", "1",
-                  "--out", str(out), "--no-progress", "--threads", "1"])
+        cli.main(["paint", str(bad), str(tmp_path / "missing.png"), "--method", "agent", "--mode", "baseline",
+                  "--steps", "1", "--out", str(out), "--no-progress", "--threads", "1"])
     err = capsys.readouterr().err.splitlines()
     assert exc.value.code == 2 and len(err) == 3, err
     assert err[0].startswith("sgfast paint: skipped bad:") and err[1].startswith("sgfast paint: skipped missing:")

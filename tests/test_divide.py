@@ -45,9 +45,10 @@ def test_patches_get_their_own_crops_and_eq16_per_patch():
     spy = Spy(models.actor)
     steps, d = 4, 2
     # plain Eq. 16 (min_gain=None): each patch's choice is then the argmax of that step's errors
-    (r,) = paint([SCENE], instances=[INSTANCES], steps=steps, divide=d, frames="step",
+    (r,) = paint([SCENE], method="agent", instances=[INSTANCES], steps=steps, divide=d, frames="step",
                  models=dataclasses.replace(models, actor=spy), min_gain=None)
-    (plain,) = paint([SCENE], instances=[INSTANCES], steps=steps // 2, frames="none", models=models, min_gain=None)
+    (plain,) = paint([SCENE], method="agent", instances=[INSTANCES], steps=steps // 2, frames="none", models=models,
+                     min_gain=None)
     first, rest, k = steps // 2, steps - steps // 2, models.meta["strokes_bg"] + models.meta["strokes_fg"]
     assert r.ok and r.canvas.shape == (3, 128, 128) and r.masks.shape == (3, 128, 128)
     assert len(r.strokes) == first * k + rest * d * d * k and len(spy.inputs) == steps
@@ -73,8 +74,8 @@ def test_patches_get_their_own_crops_and_eq16_per_patch():
             assert u == int(err.argmax()), (t, q, err)
     assert len(chosen) > 1  # the patches do not all paint the same instance (the check can fail)
     # with the default instance rule (min_gain) too, phase 1 is the undivided painting
-    (r,) = paint([SCENE], instances=[INSTANCES], steps=steps, divide=d, frames="none", models=models)
-    (plain,) = paint([SCENE], instances=[INSTANCES], steps=steps // 2, frames="none", models=models)
+    (r,) = paint([SCENE], method="agent", instances=[INSTANCES], steps=steps, divide=d, frames="none", models=models)
+    (plain,) = paint([SCENE], method="agent", instances=[INSTANCES], steps=steps // 2, frames="none", models=models)
     np.testing.assert_allclose(r.strokes[:first * k], plain.strokes, atol=1e-6)
     assert r.mask_ids[:first * k] == plain.mask_ids
 
@@ -85,8 +86,8 @@ def test_cli_sg_divide_outputs_and_layers(tmp_path):
     from sgfast.paint import DEFAULT_ACTOR
 
     out = tmp_path / "out"
-    rc = cli.main(["paint", BIRD, "--mask", BIRD_MASK, "--divide", "2", "--steps", "4", "--size", "128",
-                   "--out", str(out), "--no-progress", "--threads", "1"])
+    rc = cli.main(["paint", "--method", "agent", BIRD, "--mask", BIRD_MASK, "--divide", "2", "--steps", "4",
+                   "--size", "128", "--out", str(out), "--no-progress", "--threads", "1"])
     assert rc == 0
     folder = out / os.path.splitext(os.path.basename(BIRD))[0]
     for name in ("painting.png", "target.png", "fg.png", "bg.png", "painting_128.png"):

@@ -98,7 +98,8 @@ def test_cli_table_equals_paint_api(birds, tmp_path):
     from sgfast.paint import paint
 
     ds = CUB200(birds, split="test", size=128)
-    res = paint([ds[i]["image"] for i in range(4)], mode="baseline", steps=2 * k // per_step[BASE], actor=BASE, frames="none")
+    res = paint([ds[i]["image"] for i in range(4)], mode="baseline", method="agent", steps=2 * k // per_step[BASE],
+                actor=BASE, frames="none")
     l2 = np.mean([float(((r.canvas - r.target) ** 2).mean()) for r in res])
     assert float(rows["agent_baseline_tiny"]["l2"]) == pytest.approx(l2, rel=1e-4)
     from sgfast.data.imageio import read_image_rgb

@@ -174,7 +174,8 @@ def test_export_and_paint_without_renderer_weights(exact_run, monkeypatch, tmp_p
     birds = pathlib.Path(bundled_asset("samples", "birds"))
     image = next((birds / "images").rglob("*.jpg"))
     mask = next((birds / "segmentations").rglob(image.stem + ".png"))
-    (res,) = paint([str(image)], mode="sg", actor=str(export), masks=[str(mask)], ops="eager", frames="none")
+    (res,) = paint([str(image)], mode="sg", method="agent", actor=str(export), masks=[str(mask)], ops="eager",
+                   frames="none")
     assert res.ok, res.error
     k = meta["strokes_bg"] + meta["strokes_fg"]
     assert res.strokes.shape == (meta["max_step"] * k, 13) and res.layers[:k] == ["bg"] * 2 + ["fg"] * 3
@@ -188,5 +189,5 @@ def test_export_and_paint_without_renderer_weights(exact_run, monkeypatch, tmp_p
     assert (res.canvas - canvas[0]).abs().gt(1e-6).float().mean() < 0.01
     # Renderer weights for such an agent are refused, naming the option.
     with pytest.raises(PaintError, match="--renderer: .* exact renderer"):
-        paint([str(image)], mode="sg", actor=str(export), masks=[str(mask)], ops="eager",
+        paint([str(image)], mode="sg", method="agent", actor=str(export), masks=[str(mask)], ops="eager",
               renderer=str(tmp_path / "r.pt"))

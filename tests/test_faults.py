@@ -144,7 +144,7 @@ def test_killed_paint_leaves_no_partial_folder_after_the_next_run(tmp_path):
 
     image = sorted(os.path.join(d, f) for d, _, fs in os.walk(bundled_asset("samples", "birds", "images"))
                    for f in fs)[0]
-    result = paint([image], mode="baseline", frames="none")[0]
+    result = paint([image], mode="baseline", method="agent", frames="none")[0]
     partial = tmp_path / f".bird.{_dead_pid()}-0badc0de.tmp"
     partial.mkdir()
     (partial / "painting.png").write_bytes(b"half")
@@ -196,7 +196,7 @@ def test_cli_refuses_a_size_over_the_budget_before_painting(tmp_path, monkeypatc
     if command == "paint":
         image = sorted(os.path.join(d, f) for d, _, fs in os.walk(bundled_asset("samples", "birds", "images"))
                        for f in fs)[0]
-        argv = ["paint", image, "--size", "16384", "--out", str(tmp_path / "out")]
+        argv = ["paint", "--method", "agent", image, "--size", "16384", "--out", str(tmp_path / "out")]
     else:
         doc = tmp_path / "strokes.json"
         doc.write_text('{"format": "sgfast-strokes", "version": 1, "size": 64, "strokes": []}')

@@ -191,8 +191,8 @@ def test_every_instance_gets_strokes_when_painting_lowers_its_error(scenes, mode
     meta = models.meta
     scripted = dataclasses.replace(models, actor=ScriptedActor(meta["strokes_bg"], meta["strokes_fg"]),
                                    renderer=ExactRenderer(models.size))
-    results = paint([p for p, _ in scenes], instances=[i for _, i in scenes], steps=STEPS, frames="step",
-                    models=scripted, batch_size=4, min_gain=None)
+    results = paint([p for p, _ in scenes], method="agent", instances=[i for _, i in scenes], steps=STEPS,
+                    frames="step", models=scripted, batch_size=4, min_gain=None)
     for r, (_, inst) in zip(results, scenes):
         assert r.ok and r.masks.shape[0] == len(inst)
         _check_choices(r, STEPS)
@@ -212,8 +212,8 @@ def test_every_instance_gets_strokes_when_painting_lowers_its_error(scenes, mode
 def test_tiny_agent_follows_the_rule_on_scenes(scenes, models, min_gain):
     from sgfast.paint import paint
 
-    results = paint([p for p, _ in scenes], instances=[i for _, i in scenes], steps=STEPS, frames="step",
-                    models=models, batch_size=4, min_gain=min_gain)
+    results = paint([p for p, _ in scenes], method="agent", instances=[i for _, i in scenes], steps=STEPS,
+                    frames="step", models=models, batch_size=4, min_gain=min_gain)
     for r in results:
         assert r.ok
         _check_choices(r, STEPS, min_gain)
@@ -230,8 +230,8 @@ def test_tiny_agent_paints_every_instance_with_the_default_rule(scenes, models):
         name = os.path.splitext(os.path.basename(img))[0]
         items.append((img, sorted(glob.glob(os.path.join(bundled, "instances", name + "_*.png")))))
     assert len(items) == len(scenes) + 2 and all(len(inst) >= 2 for _, inst in items)
-    results = paint([p for p, _ in items], instances=[i for _, i in items], frames="none", models=models,
-                    batch_size=8)
+    results = paint([p for p, _ in items], method="agent", instances=[i for _, i in items], frames="none",
+                    models=models, batch_size=8)
     for r, (_, inst) in zip(results, items):
         assert r.ok
         assert {u for u, layer in zip(r.mask_ids, r.layers) if layer == "fg"} == set(range(len(inst))), r.name
@@ -241,8 +241,8 @@ def test_tiny_agent_paints_every_instance_with_the_default_rule(scenes, models):
 def test_cli_instances_outputs(scenes, tmp_path):
     img, inst = scenes[0]
     out = tmp_path / "out"
-    assert cli.main(["paint", img, "--instances", ",".join(inst), "--out", str(out), "--steps", "3",
-                     "--no-progress", "--threads", "1", "--size", "64"]) == 0
+    assert cli.main(["paint", "--method", "agent", img, "--instances", ",".join(inst), "--out", str(out),
+                     "--steps", "3", "--no-progress", "--threads", "1", "--size", "64"]) == 0
     folder = out / os.path.splitext(os.path.basename(img))[0]
     assert sorted(p.name for p in folder.glob("mask_*.png")) == [f"mask_{i}.png" for i in range(len(inst))]
     doc = json.loads((folder / "strokes.json").read_text())
@@ -264,19 +264,20 @@ def test_cli_min_gain(tmp_path, capsys):
     painted = {}
     for opt in (["--min-gain", "off"], []):
         out = tmp_path / (opt[-1] if opt else "default")
-        assert cli.main(["paint", img, "--instances", ",".join(inst), "--out", str(out), "--no-video",
-                         "--no-progress", "--threads", "1", *opt]) == 0
+        assert cli.main(["paint", "--method", "agent", img, "--instances", ",".join(inst), "--out", str(out),
+                         "--no-video", "--no-progress", "--threads", "1", *opt]) == 0
         doc = json.loads((out / "scene_000001" / "strokes.json").read_text())
         painted[opt[-1] if opt else "default"] = {s["mask"] for s in doc["strokes"] if s["layer"] == "fg"}
     assert len(painted["off"]) == 1 and painted["default"] == {0, 1}, painted
     for bad in ("1", "-0.1", "much"):
         with pytest.raises(SystemExit):
-            cli.main(["paint", img, "--instances", ",".join(inst), "--out", str(tmp_path / "x"), "--min-gain", bad])
+            cli.main(["paint", "--method", "agent", img, "--instances", ",".join(inst), "--out", str(tmp_path / "x"),
+                      "--min-gain", bad])
         assert "--min-gain" in capsys.readouterr().err
     from sgfast.paint import PaintError, paint
 
     with pytest.raises(PaintError, match="min_gain"):
-        paint([img], instances=[inst], min_gain=1.0)
+        paint([img], method="agent", instances=[inst], min_gain=1.0)
 
 
 class FixedActor(torch.nn.Module):
@@ -307,7 +308,7 @@ def test_bg_gate_against_step_by_step_oracle(scenes, models, bg_gate):
     meta = models.meta
     kb, kf = meta["strokes_bg"], meta["strokes_fg"]
     fake = dataclasses.replace(models, actor=FixedActor(kb + kf), renderer=ExactRenderer(models.size))
-    results = paint([p for p, _ in scenes], instances=[i for _, i in scenes], steps=4, frames="step",
+    results = paint([p for p, _ in scenes], method="agent", instances=[i for _, i in scenes], steps=4, frames="step",
                     models=fake, batch_size=4, bg_gate=bg_gate, min_gain=None)
     for r in results:
         m = r.masks.shape[0]
@@ -344,7 +345,7 @@ def test_bg_gate_union_with_one_mask_is_the_same_painting(models):
     img = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "sgfast", "assets", "samples", "birds",
                                         "images", "*", "*.jpg")))[0]
     mask = img.replace(os.sep + "images" + os.sep, os.sep + "segmentations" + os.sep)[:-4] + ".png"
-    a, b = (paint([img], masks=[mask], steps=3, models=models, bg_gate=g, frames="none")[0]
+    a, b = (paint([img], method="agent", masks=[mask], steps=3, models=models, bg_gate=g, frames="none")[0]
             for g in ("chosen", "union"))
     torch.testing.assert_close(a.canvas, b.canvas, atol=0, rtol=0)
     assert a.mask_ids == b.mask_ids and not b.union_gated
@@ -353,8 +354,9 @@ def test_bg_gate_union_with_one_mask_is_the_same_painting(models):
 def test_cli_bg_gate_union_exports_the_union_and_rerenders(scenes, tmp_path):
     img, inst = scenes[1]
     out = tmp_path / "out"
-    assert cli.main(["paint", img, "--instances", ",".join(inst), "--bg-gate", "union", "--out", str(out),
-                     "--steps", "3", "--no-progress", "--threads", "1", "--size", "64", "--no-video"]) == 0
+    assert cli.main(["paint", "--method", "agent", img, "--instances", ",".join(inst), "--bg-gate", "union",
+                     "--out", str(out), "--steps", "3", "--no-progress", "--threads", "1", "--size", "64",
+                     "--no-video"]) == 0
     folder = out / os.path.splitext(os.path.basename(img))[0]
     doc = json.loads((folder / "strokes.json").read_text())
     assert doc["masks"] == [f"mask_{i}.png" for i in range(len(inst))] + ["mask_union.png"]

@@ -46,7 +46,7 @@ def test_painting_with_every_model_raises_no_deprecation_warning():
         "import sgfast, sgfast.models.renderer, sgfast.models.segmenter, sgfast.models.expert, sgfast.models.gbp\n"
         "from sgfast.paint import paint, result_exact\n"
         "img = sorted(glob.glob(os.path.join('sgfast', 'assets', 'samples', 'birds', 'images', '*', '*.jpg')))[0]\n"
-        "(r,) = paint([img], steps=1, frames='none')\n"
+        "(r,) = paint([img], method='agent', steps=1, frames='none')\n"
         "assert r.ok, r.error\n"
         "result_exact(r, 32)\n"
     )

@@ -41,7 +41,7 @@ def result():
         pytest.skip("sgfast extension not built")
     from sgfast.paint import paint
 
-    (r,) = paint([IMAGE], masks=[MASK], steps=2, frames="step")
+    (r,) = paint([IMAGE], masks=[MASK], method="agent", steps=2, frames="step")
     assert r.ok and r.frames
     return r
 

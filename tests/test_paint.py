@@ -31,8 +31,8 @@ def _read_rgb(path):
 @pytest.fixture(scope="module")
 def painted(tmp_path_factory):
     out = tmp_path_factory.mktemp("paint")
-    rc = cli.main(["paint", *IMAGES, "--mask", *MASKS, "--out", str(out), "--steps", "3", "--size", "96",
-                   "--frames", "stroke", "--no-progress", "--threads", "1"])
+    rc = cli.main(["paint", "--method", "agent", *IMAGES, "--mask", *MASKS, "--out", str(out), "--steps", "3",
+                   "--size", "96", "--frames", "stroke", "--no-progress", "--threads", "1"])
     return rc, out
 
 
@@ -73,7 +73,7 @@ def test_exact_rerender_is_close_to_the_painting():
     """The exact rasterizer and the neural renderer paint nearly the same picture from the strokes."""
     from sgfast.paint import paint, result_exact
 
-    (r,) = paint(IMAGES[:1], masks=MASKS[:1], steps=3, frames="none")
+    (r,) = paint(IMAGES[:1], masks=MASKS[:1], method="agent", steps=3, frames="none")
     exact = result_exact(r, r.size)
     assert float((exact - r.canvas).abs().mean()) < 0.1  # the renderer is an approximation
     # and an empty (black) canvas is much further away: the comparison can fail
@@ -83,8 +83,8 @@ def test_exact_rerender_is_close_to_the_painting():
 def test_api_batch_equals_one_at_a_time():
     from sgfast.paint import paint
 
-    batched = paint(IMAGES, masks=MASKS, steps=3, batch_size=2, frames="none")
-    single = paint(IMAGES, masks=MASKS, steps=3, batch_size=1, frames="none")
+    batched = paint(IMAGES, masks=MASKS, method="agent", steps=3, batch_size=2, frames="none")
+    single = paint(IMAGES, masks=MASKS, method="agent", steps=3, batch_size=1, frames="none")
     for a, b in zip(batched, single):
         # Batched convolutions may round differently in the last float bit, which can flip a uint8
         # step of the canvas; the strokes must agree closely.
@@ -95,15 +95,15 @@ def test_api_batch_equals_one_at_a_time():
 def test_api_eager_ops_match_fused():
     from sgfast.paint import paint
 
-    fused = paint(IMAGES[:1], masks=MASKS[:1], steps=2, frames="none")[0]
-    eager = paint(IMAGES[:1], masks=MASKS[:1], steps=2, frames="none", ops="eager")[0]
+    fused = paint(IMAGES[:1], masks=MASKS[:1], method="agent", steps=2, frames="none")[0]
+    eager = paint(IMAGES[:1], masks=MASKS[:1], method="agent", steps=2, frames="none", ops="eager")[0]
     assert np.abs(fused.strokes - eager.strokes).max() < 1e-3
 
 
 def test_baseline_mode_api():
     from sgfast.paint import paint
 
-    (r,) = paint(IMAGES[:1], mode="baseline", steps=2, frames="step")
+    (r,) = paint(IMAGES[:1], mode="baseline", method="agent", steps=2, frames="step")
     assert r.ok and r.fg_layer is None and set(r.layers) == {"all"}
     assert len(r.frames) == 3 and r.strokes.shape == (10, 13)
 
@@ -118,7 +118,7 @@ def test_instances_follow_eq16():
     inst = sorted(glob.glob(os.path.join(SCENES, "instances", "scene_000002_*.png")))
     assert len(inst) == 3
     steps = 4
-    (r,) = paint([img], instances=[inst], steps=steps, frames="step", min_gain=None)
+    (r,) = paint([img], instances=[inst], method="agent", steps=steps, frames="step", min_gain=None)
     assert r.masks.shape[0] == 3 and len(r.frames) == steps + 1
     k = len(r.strokes) // steps
     for t in range(steps):
@@ -132,8 +132,8 @@ def test_corrupt_image_among_good_ones(tmp_path, capsys):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(open(IMAGES[0], "rb").read()[:300])
     out = tmp_path / "out"
-    rc = cli.main(["paint", IMAGES[0], str(bad), "--mask", MASKS[0], MASKS[0], "--out", str(out),
-                   "--steps", "1", "--no-video", "--no-progress"])
+    rc = cli.main(["paint", "--method", "agent", IMAGES[0], str(bad), "--mask", MASKS[0], MASKS[0],
+                   "--out", str(out), "--steps", "1", "--no-video", "--no-progress"])
     assert rc == 1
     assert "bad" in capsys.readouterr().err
     assert (out / os.path.splitext(os.path.basename(IMAGES[0]))[0] / "painting.png").is_file()
@@ -141,13 +141,14 @@ def test_corrupt_image_among_good_ones(tmp_path, capsys):
 
 
 def test_missing_weights_message(tmp_path, capsys):
-    usage_error(capsys, ["paint", IMAGES[0], "--mask", MASKS[0], "--out", tmp_path, "--actor",
-                         tmp_path / "nope.pt", "--no-progress"], "--actor")
+    usage_error(capsys, ["paint", "--method", "agent", IMAGES[0], "--mask", MASKS[0], "--out", tmp_path,
+                         "--actor", tmp_path / "nope.pt", "--no-progress"], "--actor")
 
 
 def test_wrong_kind_of_weights(tmp_path, capsys):
-    usage_error(capsys, ["paint", IMAGES[0], "--mask", MASKS[0], "--out", tmp_path, "--actor",
-                         os.path.join(ROOT, "sgfast", "weights", "agent_baseline_tiny.pt"), "--no-progress"], "baseline")
+    usage_error(capsys, ["paint", "--method", "agent", IMAGES[0], "--mask", MASKS[0], "--out", tmp_path,
+                         "--actor", os.path.join(ROOT, "sgfast", "weights", "agent_baseline_tiny.pt"), "--no-progress"],
+                "baseline")
 
 
 def test_unwritable_output_folder(tmp_path, capsys):

@@ -51,8 +51,8 @@ def test_image_kinds_paint_like_8bit_rgb(tmp_path):
              _write(tmp_path / "grey3.png", np.repeat(grey[:, :, None], 3, 2)),
              _write(tmp_path / "grey16.png", grey.astype(np.uint16) * 257)]
     out = tmp_path / "out"
-    rc = cli.main(["paint", *files, "--mode", "baseline", "--out", str(out), "--steps", "2", "--no-video",
-                   "--no-progress", "--threads", "1", "--batch-size", "1"])
+    rc = cli.main(["paint", *files, "--method", "agent", "--mode", "baseline", "--out", str(out), "--steps", "2",
+                   "--no-video", "--no-progress", "--threads", "1", "--batch-size", "1"])
     assert rc == 0
     from sgfast.data.imageio import read_image_rgb
 
@@ -75,7 +75,7 @@ def test_api_arrays_of_every_kind():
     items = [rgb, torch.from_numpy(rgb).permute(2, 0, 1), (rgb * 65535).round().astype(np.uint16),
              np.dstack([rgb, np.ones_like(grey)]), grey, grey[None].astype(np.float64),
              np.full((5, 5), np.nan, np.float32), np.zeros((5, 5), np.int64), np.zeros((0, 4, 3), np.uint8)]
-    res = paint(items, mode="baseline", steps=1, frames="none")
+    res = paint(items, mode="baseline", method="agent", steps=1, frames="none")
     assert [r.ok for r in res] == [True] * 6 + [False] * 3
     for r in res[1:4]:
         assert float((r.target - res[0].target).abs().max()) < 1e-4
@@ -92,8 +92,8 @@ def test_models_of_the_other_mode_are_refused():
     rgb = _smooth_rgb(16, 16).astype(np.float32) / 255
     models = load_models("baseline")
     with pytest.raises(PaintError, match="loaded for mode 'baseline' but mode is 'sg'"):
-        paint([rgb], models=models, steps=1, frames="none")
-    assert paint([rgb], models=models, mode="baseline", steps=1, frames="none")[0].ok
+        paint([rgb], models=models, method="agent", steps=1, frames="none")
+    assert paint([rgb], models=models, mode="baseline", method="agent", steps=1, frames="none")[0].ok
 
 
 def test_tiny_images(tmp_path):
@@ -102,7 +102,7 @@ def test_tiny_images(tmp_path):
     one = _write(tmp_path / "one.png", np.array([[[30, 120, 200]]], np.uint8))
     small = _smooth_rgb(3, 5, seed=2)
     three = _write(tmp_path / "three.png", small)
-    res = paint([one, three], steps=2, frames="none", batch_size=2)  # sg mode: Ψ and the expert too
+    res = paint([one, three], method="agent", steps=2, frames="none", batch_size=2)  # sg mode: Ψ and the expert too
     assert all(r.ok for r in res)
     colour = torch.tensor([30, 120, 200], dtype=torch.float32) / 255
     assert torch.allclose(res[0].target, colour[:, None, None].expand_as(res[0].target), atol=1e-6)
@@ -136,7 +136,7 @@ def test_huge_image_is_read_reduced_and_painted(tmp_path):
     del full
     tracemalloc.start()
     try:
-        (r,) = paint([path], mode="baseline", steps=1, frames="none")
+        (r,) = paint([path], mode="baseline", method="agent", steps=1, frames="none")
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -170,7 +170,8 @@ def test_cli_batch_with_bad_images(tmp_path, capsys):
     text.write_text("not an image")
     out = tmp_path / "out"
     rc = cli.main(["paint", good, too_large, str(empty), tiny, str(text), str(tmp_path / "missing.png"),
-                   "--mode", "baseline", "--out", str(out), "--steps", "1", "--no-progress", "--threads", "1"])
+                   "--method", "agent", "--mode", "baseline", "--out", str(out), "--steps", "1", "--no-progress",
+                   "--threads", "1"])
     err = capsys.readouterr().err
     assert rc == 1
     assert "too large" in err and "40000 x 30000" in err
@@ -187,8 +188,8 @@ def test_cli_output_that_cannot_be_written_spares_the_others(tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
     (out / "a").write_text("a file where the folder for a.png would go")
-    rc = cli.main(["paint", a, b, "--mode", "baseline", "--out", str(out), "--steps", "1", "--no-progress",
-                   "--threads", "1"])
+    rc = cli.main(["paint", a, b, "--method", "agent", "--mode", "baseline", "--out", str(out), "--steps", "1",
+                   "--no-progress", "--threads", "1"])
     assert rc == 1
     err = capsys.readouterr().err
     assert "could not write" in err and os.path.join(str(out), "a") in err and "1 of 2 images painted" in err

@@ -90,8 +90,8 @@ def test_divide_output_size_and_l2_not_worse():
     from sgfast.paint import paint
 
     torch.set_num_threads(1)
-    one = paint(IMAGES, mode="baseline", steps=6, frames="none")
-    two = paint(IMAGES, mode="baseline", steps=6, divide=2, frames="step")
+    one = paint(IMAGES, mode="baseline", method="agent", steps=6, frames="none")
+    two = paint(IMAGES, mode="baseline", method="agent", steps=6, divide=2, frames="step")
     for a, b in zip(one, two):
         assert b.canvas.shape == (3, 128, 128) and b.target.shape == (3, 128, 128)
         assert len(b.strokes) == 3 * 5 + 3 * 4 * 5 and b.frames[0].shape == (128, 128, 3)
@@ -104,4 +104,4 @@ def test_divide_out_of_range():
 
     for d in (0, 17):
         with pytest.raises(PaintError, match="divide"):
-            paint(IMAGES[:1], mode="baseline", steps=2, divide=d)
+            paint(IMAGES[:1], mode="baseline", method="agent", steps=2, divide=d)

@@ -66,7 +66,8 @@ def test_wheel_in_fresh_venv_paints_from_any_folder(wheel, tmp_path):
                cwd=elsewhere, env=env).stdout.strip() == "None"
     image = sorted(os.path.join(d, f) for d, _, fs in os.walk(os.path.join(birds, "images")) for f in fs)[0]
     shutil.copy(image, elsewhere / "bird.jpg")
-    run([shutil.which("sgfast", path=env["PATH"]), "paint", "bird.jpg", "--out", "painted", "--no-progress"],
+    run([shutil.which("sgfast", path=env["PATH"]), "paint", "bird.jpg", "--method", "agent", "--out", "painted",
+         "--no-progress"],
         cwd=elsewhere, env=env)
     painted = list((elsewhere / "painted").rglob("*.png"))
     assert painted, os.listdir(elsewhere / "painted")

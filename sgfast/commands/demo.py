@@ -59,7 +59,7 @@ def run(args):
             masks.append(None)
             instances.append([path for path, _, _ in rec.instances] or None)
     try:
-        runs = {mode: paint(images, mode=mode, masks=masks if mode == "sg" else None,
+        runs = {mode: paint(images, mode=mode, method="agent", masks=masks if mode == "sg" else None,
                             instances=instances if mode == "sg" else None, frames="step")
                 for mode in ("baseline", "sg")}
     except PaintError as exc:

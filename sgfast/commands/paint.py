@@ -1,11 +1,13 @@
-"""`sgfast paint IMG... --out DIR`: paint images with a trained agent and write, per image, a folder
-DIR/<name>/ with painting.png, fg.png / bg.png (sg mode: each layer's strokes alone on a blank
-canvas), target.png, mask.png (the S the strokes were gated by; mask_<i>.png per instance),
-progress.gif (Pillow, one adaptive palette), progress.mp4 (H.264, plays in browsers), strokes.json,
-strokes.svg and, with --size N, painting_<N>.png (the strokes re-rendered exactly at N px). Each
-folder is written to a temporary name and renamed when complete (a failed write, the MP4's included,
-raises and leaves no partial folder); files and folders get the permissions the umask gives. See
-sgfast/paint.py for the Python API.
+"""`sgfast paint IMG... --out DIR`: paint images (--method exact, the default: strokes optimised
+coarse to fine through the exact renderer at the image's own shape; --method agent: a trained agent;
+--method optimize: Adam through the neural renderer) and write, per image, a folder DIR/<name>/ with
+painting.png, fg.png / bg.png (sg mode: each layer's strokes alone on a blank canvas), target.png,
+mask.png (the S the strokes were gated by; mask_<i>.png per instance), progress.gif (Pillow, one
+adaptive palette), progress.mp4 (H.264, plays in browsers), strokes.json, strokes.svg and, with
+--size N and a method other than exact, painting_<N>.png (the strokes re-rendered exactly at N px).
+Each folder is written to a temporary name and renamed when complete (a failed write, the MP4's
+included, raises and leaves no partial folder); files and folders get the permissions the umask
+gives. See sgfast/paint.py for the Python API.
 """
 from __future__ import annotations
 
@@ -98,11 +100,12 @@ def configure(parser):
                         help="fused sgfast ops or the eager references")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads, >= 1")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--method", choices=("agent", "optimize", "exact"), default="agent",
-                        help="paint with the agent; optimise --strokes strokes directly by Adam through the "
-                             "neural renderer at 64 px (optimize); or paint the image at its own shape and "
-                             "--size by coarse-to-fine optimisation through the exact renderer (exact; "
-                             "1000 strokes by default; docs/painting.md)")
+    parser.add_argument("--method", choices=("agent", "optimize", "exact"), default="exact",
+                        help="paint the image at its own shape and --size by coarse-to-fine optimisation "
+                             "through the exact renderer (exact, the default; 1000 strokes by default); paint "
+                             "with the trained agent at its canvas size (agent); or optimise --strokes strokes "
+                             "directly by Adam through the neural renderer at 64 px (optimize) "
+                             "(docs/painting.md)")
     parser.add_argument("--divide", type=int, default=None, metavar="D",
                         help="grid refinement (Learning to Paint's test.py): the second half of the steps paint "
                              "D x D patches of the canvas upscaled to D x the agent's size (sg mode: with each "

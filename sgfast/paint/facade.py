@@ -1,22 +1,24 @@
 """`sgfast.paint.paint(images, ...)`, the one entry point of painting (and of `sgfast paint`): it
 checks the options, reads the images, computes the semantics and hands each batch to the painting
-method: the agent (agent_painter.py), the agent with grid refinement (divide_painter.py) or direct
-stroke optimisation (optimize_painter.py).
+method: exact coarse-to-fine stroke optimisation at the image's own shape (exact_painter.py; the
+default), the agent (agent_painter.py), the agent with grid refinement (divide_painter.py) or direct
+stroke optimisation through the neural renderer (optimize_painter.py).
 
-Per image: read it, get the soft foreground mask S and box (Ψ, or given masks / boxes), the
-guided-backprop map G (the expert), then run the actor for `steps` steps; each step renders its K
-strokes with the neural renderer and composites them (sg mode: the first strokes_bg strokes are
-background strokes gated by 1 - S, the rest foreground strokes gated by S; Eq. 3-4). As in training
-(sgfast.agent.env) the canvas is requantised to uint8 after every step. Images are painted together
-in batches; one image's result does not depend on the others in its batch (the actor runs in eval
-mode).
+With method "agent", per image: read it, get the soft foreground mask S and box (Ψ, or given
+masks / boxes), the guided-backprop map G (the expert), then run the actor for `steps` steps; each
+step renders its K strokes with the neural renderer and composites them (sg mode: the first
+strokes_bg strokes are background strokes gated by 1 - S, the rest foreground strokes gated by S;
+Eq. 3-4). As in training (sgfast.agent.env) the canvas is requantised to uint8 after every step.
+Images are painted together in batches; one image's result does not depend on the others in its
+batch (the actor runs in eval mode).
 
 Multiple instances (paper Sec. 5, Eq. 16): with instance masks S_1..S_n, every step paints the
 instance u = argmax_i ||S_i (I - C_t)||_F of each image, leaving out instances whose painting has
 stopped lowering their error (min_gain, instances.py): its mask, box and G become the step's.
 
-The painting is what the agent's neural renderer produced at the agent's canvas size; `render_exact` (rerender.py)
-re-renders the same strokes with rasterize_strokes(mode="exact") + composite at any size.
+The agent's painting is what its neural renderer produced at the agent's canvas size;
+`render_exact` (rerender.py) re-renders the same strokes with rasterize_strokes(mode="exact") +
+composite at any size.
 """
 from __future__ import annotations
 
@@ -42,12 +44,15 @@ BG_GATES = ("union", "chosen")  # what background strokes keep off with several 
 
 def paint(images, mode="sg", steps=None, actor=None, renderer=None, segmenter=None, expert=None,
           masks=None, boxes=None, instances=None, device="cpu", ops="fused", batch_size=8,
-          frames="step", progress=False, models=None, method="agent", strokes=None, iters=200, lr=0.1, nu=0.0,
+          frames="step", progress=False, models=None, method="exact", strokes=None, iters=200, lr=0.1, nu=0.0,
           divide=1, bg_gate="chosen", min_gain=DEFAULT_MIN_GAIN, size=None, preset=None, init=None):
     """Paint `images` (paths, [H, W, 3] arrays or [3, H, W] tensors). Returns one PaintResult per
     image, in order; an image that cannot be read gets a result with `.error` set and the others are
     still painted. Set-up problems (weights, options) raise PaintError.
 
+    method: "exact" (the default; no agent, below), "agent" (the trained agent `actor` painting at its
+    canvas size) or "optimize" (below). steps, divide, boxes, instances, bg_gate and min_gain are the
+    agent's: pass method="agent" with them (method "exact" refuses the first four).
     masks / boxes: per-image soft masks (path or array) and boxes (x y w h normalised; path or 4
     numbers), None entries mean "predict with Ψ" (a box defaults to the mask's bounding box when a
     mask is given). instances: per-image lists of instance masks (Eq. 16); bg_gate: what their
