@@ -117,11 +117,16 @@ def test_cli_refuses_options_exact_ignores(tmp_path, capsys, extra, message):
     assert exc.value.code == 2 and len(err) == 1 and message in err[0], err
 
 
-def test_cli_refuses_preset_without_exact(tmp_path, capsys):
+def test_cli_refuses_preset_without_exact_and_sizes_over_the_memory_budget(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SGFAST_MEMORY_BUDGET", "1G")
     with pytest.raises(SystemExit) as exc:
-        cli.main(["paint", "x.jpg", "--preset", "fast", "--out", str(tmp_path / "o")])
+        cli.main(["paint", "x.jpg", "--method", "agent", "--preset", "fast", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
     assert exc.value.code == 2 and "--preset is ignored without --method exact" in err[0], err
+    with pytest.raises(SystemExit):
+        cli.main(["paint", "x.jpg", "--size", "16384", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "over the memory budget" in err[0] and "--size" in err[0], err
 
 
 def _mask(h=30, w=60):

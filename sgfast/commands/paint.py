@@ -58,12 +58,13 @@ def configure(parser):
     parser.add_argument("--actor", default=None, help="agent weights (default: the shipped agent_<mode>_tiny.pt)")
     parser.add_argument("--renderer", default=None, help="renderer weights (default: the shipped renderer_tiny.pt)")
     parser.add_argument("--segmenter", default=None,
-                        help="Ψ weights (default: the shipped segmenter_tiny.pt); --method exact: Ψ weights or "
-                             "torchvision:NAME (a segmentation or detection model, weights from the torch hub "
-                             "cache), default: the whole image is foreground")
+                        help="--method exact: Ψ weights or torchvision:NAME (a segmentation or detection model, "
+                             "weights from the torch hub cache; default: the whole image is foreground); "
+                             "--method agent: Ψ weights (default: the shipped segmenter_tiny.pt)")
     parser.add_argument("--expert", default=None,
-                        help="expert weights (default: the shipped expert_tiny.pt); --method exact: expert "
-                             "weights or torchvision:NAME (an ImageNet classifier), default: G from image detail")
+                        help="--method exact: expert weights or torchvision:NAME (an ImageNet classifier; default: "
+                             "G from image detail); --method agent: expert weights (default: the shipped "
+                             "expert_tiny.pt)")
     parser.add_argument("--mask", nargs="+", default=None, metavar="FILE",
                         help="one foreground mask per image (instead of Ψ); '-' = predict that one")
     parser.add_argument("--box", nargs="+", default=None, metavar="FILE",
@@ -92,7 +93,8 @@ def configure(parser):
                         help="with --size, exact re-render samples per pixel side (default 4)")
     parser.add_argument("--frames", choices=("step", "stroke"), default=None,
                         help="one progress frame per step (default) or per stroke")
-    parser.add_argument("--frame-size", type=int, default=None, help="GIF/MP4 frame side (nearest upscale; default 128)")
+    parser.add_argument("--frame-size", type=int, default=None, help="GIF/MP4 frame side: --method exact, the long side (default min(--size, 512)); other "
+                             "methods, the square's side (nearest upscale; default 128)")
     parser.add_argument("--no-video", action="store_true", help="skip the GIF and MP4")
     parser.add_argument("--batch-size", type=int, default=8, help="images painted together (default 8)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default: cpu)")
@@ -159,6 +161,13 @@ def check_options(args):
     for dest, value in DEFAULTS.items():
         if getattr(args, dest) is None:
             setattr(args, dest, value)
+    if args.size is not None and args.method == "exact":  # the painting's memory, before any work
+        from sgfast.memory import OverBudget
+        from sgfast.paint.exact_painter import check_painting_fits
+        try:
+            check_painting_fits(args.size)
+        except OverBudget as exc:
+            raise UsageError(str(exc)) from None
     if args.size is not None and args.method != "exact":  # the exact re-render's memory, before any painting
         from sgfast.memory import OverBudget
         from sgfast.paint.rerender import check_rerender_fits

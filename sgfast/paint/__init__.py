@@ -9,8 +9,11 @@ Modules, imports running one way (each imports only those listed before it):
   agent_painter   the agent's step loop (neural renderer + composite)
   divide_painter  --divide D: the agent with grid refinement
   optimize_painter --method optimize: strokes optimised directly
-  facade          paint(): checks, batching, dispatch to the methods above
   rerender        exact re-rendering of a painting's strokes at any size
+  exact_optimizer  coarse-to-fine stroke optimisation through render_strokes
+  photo_semantics  S and G at a photo's own shape (--mask, Ψ / torchvision, weight-free defaults)
+  exact_painter    --method exact (the default): photos at their own shape and size
+  facade          paint(): checks, batching, dispatch to the methods above
   export          PNG, GIF, MP4, strokes JSON and SVG of a painting
 """
 from sgfast.paint.facade import BG_GATES, paint  # noqa: F401

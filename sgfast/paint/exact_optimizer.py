@@ -52,9 +52,9 @@ class Preset:
 
 
 PRESETS = {
-    "fast": Preset("fast", iters=40, lr=0.06, stroke_px=4.0),
-    "balanced": Preset("balanced", iters=80, lr=0.05, stroke_px=4.0),
-    "quality": Preset("quality", iters=160, lr=0.04, stroke_px=4.0),
+    "fast": Preset("fast", iters=40, lr=0.06, stroke_px=1.5),
+    "balanced": Preset("balanced", iters=80, lr=0.05, stroke_px=1.5),
+    "quality": Preset("quality", iters=160, lr=0.04, stroke_px=1.5),
 }
 
 

@@ -18,6 +18,7 @@ import torch
 
 from sgfast.backend import get_ops
 from sgfast.data.tensor_images import resize_square, resize_to, to_u8_hwc
+from sgfast.memory import OverBudget, check_fits
 from sgfast.paint.exact_optimizer import PRESETS, optimize_exact, render_painting, stage_shapes, stroke_counts
 from sgfast.paint.inputs import as_image_list, load_images, mask_box
 from sgfast.paint.photo_semantics import Guides, photo_guidance
@@ -30,6 +31,9 @@ DEFAULT_STROKES = 1000
 DEFAULT_PRESET = "fast"
 SOFTNESS = 1.0  # the painting's anti-aliasing ramp, pixels at the output size
 INITS = ("none", "agent")
+# float32 images of the last stage the optimiser holds per pixel (target, canvas, its gradient,
+# the flat base, S, G, Adam's view of them): what a painting at long side L costs, L x L at most
+BYTES_PER_PIXEL = 64
 DEFAULT_INIT = "none"
 
 
@@ -44,6 +48,10 @@ def check_exact_options(strokes, long_side, preset, frames, mode, nu, init, batc
         raise PaintError(f"strokes must be >= 1, got {strokes}")
     if not 8 <= long_side <= 16384:
         raise PaintError(f"size must be in [8, 16384], got {long_side}")
+    try:
+        check_painting_fits(long_side)
+    except OverBudget as exc:
+        raise PaintError(str(exc)) from None
     if preset not in PRESETS:
         raise PaintError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
     if frames not in ("step", "stroke", "none"):
@@ -62,6 +70,11 @@ def check_exact_options(strokes, long_side, preset, frames, mode, nu, init, batc
         raise PaintError(f"masks: {len(masks)} given for {n_images} images")
     if masks is not None and mode != "sg" and any(m is not None for m in masks):
         raise PaintError("masks apply to mode 'sg'")
+
+
+def check_painting_fits(long_side: int):
+    """OverBudget when painting one image at `long_side` (a square, the worst case) may not fit."""
+    check_fits(BYTES_PER_PIXEL * long_side * long_side, f"painting at {long_side} px", "choose a smaller --size")
 
 
 def agent_strokes(models, targets, mask, focus, steps=None):
