@@ -243,3 +243,9 @@ def test_sigterm_from_outside_stops_a_training_process(tmp_path):
     assert "Traceback" not in err and "stopped at episode" in err and "continue with --resume" in err
     ckpt = load_checkpoint(out / "checkpoint.pt")
     assert ckpt["counters"]["episode"] >= 2 and ckpt["replay"] is not None
+
+
+def test_an_export_onto_the_runs_own_files_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    line = usage_error(capsys, ["train-agent", "--config", "smoke", "--out", out, "--export-best", out / "best.pt"])
+    assert line.startswith("sgfast train-agent: error: --export-best ") and "one of the run's own files" in line

@@ -120,6 +120,12 @@ class AgentTraining:
         if args.per_step and not args.validate_only:
             raise UsageError("--per-step needs --validate-only")
         options.within("val_fraction", args.val_fraction, 0, 1)
+        # the run's own files in --out: an export there would be overwritten by them
+        own = {os.path.abspath(os.path.join(args.out, n)) for n in ("checkpoint.pt", "best.pt", REPLAY_NAME)}
+        for flag, path in (("--export", args.export), ("--export-best", args.export_best)):
+            if path and os.path.abspath(path) in own:
+                raise UsageError(f"{flag} {path} is one of the run's own files in --out (checkpoint.pt, best.pt, "
+                                 f"{REPLAY_NAME}); choose another name")
         return cls(run=options.run_options(args), agent=build_config(args), mode=args.mode, ops=args.ops,
                    data=args.data, synthetic_images=args.synthetic_images, val_fraction=args.val_fraction,
                    renderer=args.renderer, softness=renderer_softness(args), export=args.export,
