@@ -75,6 +75,10 @@ def test_api_refuses_what_does_not_apply():
         paint([_photo()], method="exact", mode="baseline", nu=1.0, ops="eager")
     with pytest.raises(PaintError, match="init must be"):
         paint([_photo()], method="exact", init="random", ops="eager")
+    for option, owner in (({"bg_gate": "union"}, "agent"), ({"min_gain": None}, "agent"),
+                          ({"iters": 50}, "optimize"), ({"lr": 0.5}, "optimize")):
+        with pytest.raises(PaintError, match=f"{next(iter(option))} applies to method '{owner}'"):
+            paint([_photo()], method="exact", ops="eager", **option)
 
 
 def test_cli_writes_a_painting_that_strokes_json_redraws(tmp_path, capsys):

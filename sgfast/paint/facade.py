@@ -52,7 +52,7 @@ def paint(images, mode="sg", steps=None, actor=None, renderer=None, segmenter=No
 
     method: "exact" (the default; no agent, below), "agent" (the trained agent `actor` painting at its
     canvas size) or "optimize" (below). steps, divide, boxes, instances, bg_gate and min_gain are the
-    agent's: pass method="agent" with them (method "exact" refuses the first four).
+    agent's: pass method="agent" with them (method "exact" refuses them, and iters and lr, when set).
     masks / boxes: per-image soft masks (path or array) and boxes (x y w h normalised; path or 4
     numbers), None entries mean "predict with Ψ" (a box defaults to the mask's bounding box when a
     mask is given). instances: per-image lists of instance masks (Eq. 16); bg_gate: what their
@@ -76,6 +76,12 @@ def paint(images, mode="sg", steps=None, actor=None, renderer=None, segmenter=No
                             ("steps", steps is not None)):
             if value:
                 raise PaintError(f"{name} applies to method 'agent', not 'exact'")
+        # Options of the other methods: refused when changed from their defaults rather than ignored.
+        for name, value, default, owner in (("bg_gate", bg_gate, "chosen", "agent"),
+                                            ("min_gain", min_gain, DEFAULT_MIN_GAIN, "agent"),
+                                            ("iters", iters, 200, "optimize"), ("lr", lr, 0.1, "optimize")):
+            if value != default:
+                raise PaintError(f"{name} applies to method '{owner}', not 'exact'")
         init = DEFAULT_INIT if init is None else init
         guides = load_guides(segmenter, expert, device) if mode == "sg" else None
         if mode != "sg" and (segmenter or expert):
