@@ -54,11 +54,6 @@ def bird_images(n):
     return [(os.path.splitext(os.path.basename(p))[0], cv2.cvtColor(cv2.imread(p), cv2.COLOR_BGR2RGB)) for p in paths]
 
 
-def output_shape(h, w, long_side):
-    s = long_side / max(h, w)
-    return max(1, round(h * s)), max(1, round(w * s))
-
-
 def scores(reference_u8, painting_u8):
     from skimage.metrics import structural_similarity
 
@@ -74,8 +69,9 @@ def paint_one(method, image_u8, strokes, long_side, threads):
 
     from sgfast.data.tensor_images import to_u8_hwc
     from sgfast.paint import paint
+    from sgfast.paint.rerender import long_side_shape
 
-    h, w = output_shape(*image_u8.shape[:2], long_side)
+    h, w = long_side_shape(*image_u8.shape[:2], long_side)
     ref = cv2.resize(image_u8, (w, h), interpolation=cv2.INTER_AREA)
     start = time.perf_counter()
     if method == "flat":

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from sgfast.data.tensor_images import resize_square, to_u8_hwc
+from sgfast.data.tensor_images import on_uint8_levels, resize_square, to_u8_hwc
 from sgfast.paint.agent_painter import paint_batch
 from sgfast.paint.instances import DEFAULT_MIN_GAIN, stroke_gates
 from sgfast.strokes import STROKE_PARAMS
@@ -90,7 +90,7 @@ def paint_divided(models, targets, targets_hi, steps, frames_per, d, sem=None, s
         fg1, bg1 = torch.zeros_like(targets), torch.zeros_like(targets)
         fr1 = [[to_u8_hwc(torch.zeros(3, size, size))] for _ in range(b)]
     up = resize_square(c1, d * size)
-    up = (up * 255).round() / 255  # the canvas stays on uint8 levels, as between agent steps
+    up = on_uint8_levels(up)  # the canvas stays on uint8 levels, as between agent steps
     layers0 = (to_patches(resize_square(fg1, d * size), d), to_patches(resize_square(bg1, d * size), d)) if sg else None
     # Each patch is painted as an image of its own: its crop of the target, of every instance's S
     # and of G (whole-image G: the expert classifies whole objects, a patch is not one). The box is

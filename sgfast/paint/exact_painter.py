@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from sgfast.backend import get_ops
-from sgfast.data.tensor_images import resize_square, resize_to, to_u8_hwc
+from sgfast.data.tensor_images import on_uint8_levels, resize_square, resize_to, to_u8_hwc
 from sgfast.memory import OverBudget, check_fits
 from sgfast.paint.exact_optimizer import PRESETS, optimize_exact, render_painting, stage_shapes, stroke_counts
 from sgfast.paint.inputs import as_image_list, load_images, mask_box
@@ -88,9 +88,8 @@ def agent_strokes(models, targets, mask, focus, steps=None):
     sq = resize_square(targets, size).to(models.device)
     sem = None
     if models.mode == "sg":
-        q = lambda t: (t * 255).round() / 255  # noqa: E731  (uint8 steps, as in training)
-        s = q(resize_square(mask, size))
-        g = q(resize_square(focus if focus is not None else detail_map(targets) * (mask > 0.5), size))
+        s = on_uint8_levels(resize_square(mask, size))
+        g = on_uint8_levels(resize_square(focus if focus is not None else detail_map(targets) * (mask > 0.5), size))
         sem = [(s[j], mask_box(s[j, 0].cpu())[None], g[j]) for j in range(len(sq))]
     with torch.no_grad():
         _, _, _, actions, _, _ = paint_batch(models, sq, sem, steps, "none", min_gain=None)

@@ -26,7 +26,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from sgfast.data.tensor_images import resize_square, resize_to
+from sgfast.data.tensor_images import on_uint8_levels, resize_square, resize_to
 from sgfast.paint.result import PaintError
 
 TORCHVISION = "torchvision:"
@@ -209,9 +209,9 @@ def photo_guidance(image: torch.Tensor, guides: Guides, mask=None, need_focus: b
         s = guides.segment(image).to(image)
     else:
         s = torch.ones_like(image[:, :1])
-    s = (s * 255).round() / 255
+    s = on_uint8_levels(s)
     g = None
     if need_focus:
         g = (guides.focus(image, s) if guides.focus is not None else detail_map(image)).detach().to(image)
-        g = (g * (s > 0.5).to(g) * 255).round() / 255
+        g = on_uint8_levels(g * (s > 0.5).to(g))
     return s, g

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from sgfast.data.tensor_images import resize_square
+from sgfast.data.tensor_images import on_uint8_levels, resize_square
 from sgfast.paint.inputs import as_mask, mask_box, read_box
 from sgfast.paint.result import PaintError
 
@@ -56,6 +56,6 @@ def semantic_maps(models, images, masks, boxes, instances, sizes):
         g, _ = gbp_maps(models.expert, x.expand(m.shape[0], -1, -1, -1), m, b)
         # uint8 steps, as the agent saw them in training and as mask.png stores them (so an
         # exported painting re-renders identically from its files)
-        q = lambda t, n: (resize_square(t, n)[:, 0] * 255).round() / 255  # noqa: E731
+        q = lambda t, n: on_uint8_levels(resize_square(t, n)[:, 0])  # noqa: E731
         out.append([(q(m, n).cpu(), b.float().cpu(), q(g, n).cpu()) for n in sizes])
     return out
