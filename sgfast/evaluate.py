@@ -78,14 +78,16 @@ def _mean(x):
 
 def evaluate(dataset, actors, steps=None, num=None, split=None, batch_size=16, segmenter=None,
              renderer=None, expert=None, true_masks=False, device="cpu", ops="fused", grid=0,
-             progress=False, painters=None, log=None):
+             progress=False, painters=None, log=None, rerender=False):
     """Paint the first `num` images of `split` with each agent; returns (rows, grid image or None).
 
     actors: list of (label, weights path). split: "test", "train", "all", or None: the test split,
     or all the images when the test split is empty (then `log`, if given, is called with one line
     saying so). painters: optional extra (label, fn) where fn(targets [B, 3, S, S], strokes) returns
-    canvases (e.g. the optimisation painter); they get the same stroke count. rows: dicts with
-    COLUMNS (means over the images).
+    canvases (e.g. the optimisation painter); they get the same stroke count. rerender: score each
+    agent's strokes re-rendered exactly at the canvas size (rasterize_strokes mode "exact", what a
+    painting at any other --size shows) instead of the agent's canvas (for a neural agent, its
+    renderer's approximation of the strokes). rows: dicts with COLUMNS (means over the images).
     """
     from sgfast.agent.export import load_actor
     from sgfast.data import CUB200
@@ -156,7 +158,11 @@ def evaluate(dataset, actors, steps=None, num=None, split=None, batch_size=16, s
         bad = [r.name for r in res if not r.ok]
         if bad:
             raise PaintError(f"{label}: could not paint {bad[:3]}: {res[0].error}")
-        canvases[label] = torch.stack([r.canvas for r in res])
+        if rerender:
+            from sgfast.paint.rerender import result_exact
+            canvases[label] = torch.stack([result_exact(r, size, device=device, ops=ops) for r in res])
+        else:
+            canvases[label] = torch.stack([r.canvas for r in res])
         target = torch.stack([r.target for r in res])
     if target is None:  # only extra painters: resize the targets as paint() does
         from sgfast.data.tensor_images import resize_square

@@ -108,6 +108,26 @@ def test_cli_table_equals_paint_api(birds, tmp_path):
     assert grid.shape == (2 * 64, 3 * 64, 3)  # 2 images x (target, baseline, sg)
 
 
+def test_cli_rerender_scores_the_exact_rerender_of_the_strokes(birds, tmp_path):
+    out = tmp_path / "ev"
+    assert cli.main(["evaluate", birds, "--actor", BASE, "--steps", "2", "--num", "3", "--rerender",
+                     "--out", str(out), "--threads", "1", "--no-progress"]) == 0
+    row = {r["agent"]: r for r in _read_csv(out / "evaluate.csv")}["agent_baseline_tiny"]
+    # Oracle: the same paintings' strokes re-rendered exactly, against the agent's own canvas.
+    from sgfast.data import CUB200
+    from sgfast.paint import paint
+    from sgfast.paint.rerender import result_exact
+
+    ds = CUB200(birds, split="test", size=128)
+    res = paint([ds[i]["image"] for i in range(3)], mode="baseline", method="agent", steps=2, actor=BASE,
+                frames="none")
+    exact = np.mean([float(((result_exact(r, 64) - r.target) ** 2).mean()) for r in res])
+    canvas = np.mean([float(((r.canvas - r.target) ** 2).mean()) for r in res])
+    assert float(row["l2"]) == pytest.approx(exact, rel=1e-4)
+    assert abs(exact - canvas) > 1e-6  # the neural canvas is not the exact re-render: the flag matters
+
+
 def test_cli_bad_inputs(birds, tmp_path, capsys):
     usage_error(capsys, ["evaluate", tmp_path / "nope", "--actor", SG, "--out", tmp_path / "o"], "DATASET")
+    usage_error(capsys, ["evaluate", birds, "--optimize", "--rerender", "--out", tmp_path / "o"], "--rerender")
     usage_error(capsys, ["evaluate", birds, "--actor", tmp_path / "missing.pt", "--out", tmp_path / "o"], "not found")

@@ -32,6 +32,9 @@ def configure(parser):
     parser.add_argument("--grid", type=int, default=0, metavar="N", help="write grid.png of the first N images")
     parser.add_argument("--true-masks", action="store_true",
                         help="give the sg agent the true masks instead of Ψ's (the paper uses Ψ)")
+    parser.add_argument("--rerender", action="store_true",
+                        help="score the agents' strokes re-rendered exactly (what `paint --size N` shows) "
+                             "instead of their canvas (a neural agent's is its renderer's approximation)")
     parser.add_argument("--segmenter", default=None, help="Ψ weights (default: the shipped segmenter_tiny.pt)")
     parser.add_argument("--renderer", default=None, help="renderer weights (default: the shipped renderer_tiny.pt)")
     parser.add_argument("--expert", default=None, help="expert weights (default: the shipped expert_tiny.pt)")
@@ -58,6 +61,8 @@ def run(args):
     at_least("optimize_iters", args.optimize_iters, 0)
     if not args.optimize:
         refuse_ignored(args, ["optimize_iters"], "without --optimize")
+    elif args.rerender:
+        raise UsageError("--rerender applies to agents only: --optimize's painter keeps no strokes to re-render")
     optimize_iters = 200 if args.optimize_iters is None else args.optimize_iters
     device = str(pick_device(args.device))
     check_ops(args.ops, device)
@@ -81,7 +86,8 @@ def run(args):
         rows, grid = evaluate(args.dataset, actors, args.steps, args.num, args.split, args.batch_size,
                               args.segmenter, args.renderer, args.expert, args.true_masks, device, args.ops,
                               args.grid, not args.no_progress, painters,
-                              log=lambda line: print(f"sgfast evaluate: {line}", file=sys.stderr))
+                              log=lambda line: print(f"sgfast evaluate: {line}", file=sys.stderr),
+                              rerender=args.rerender)
     except PaintError as exc:
         raise UsageError(reason(exc)) from None
     print(table_text(rows), end="")
