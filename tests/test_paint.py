@@ -161,3 +161,4 @@ def test_render_bad_file(tmp_path, capsys):
     bad = tmp_path / "s.json"
     bad.write_text("{\"strokes\": []}")
     usage_error(capsys, ["render", bad, "--out", tmp_path / "x.png"], "not an sgfast stroke file")
+    usage_error(capsys, ["render", bad, "--out", tmp_path / "x.png", "--threads", "0"], "--threads must be >= 1")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from sgfast.cli_errors import UsageError, reports_errors
-from sgfast.commands.options import check_ops, reason, within, writable_file
+from sgfast.commands.options import check_ops, check_threads, reason, within, writable_file
 
 
 def configure(parser):
@@ -17,6 +17,7 @@ def configure(parser):
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default: cpu)")
     parser.add_argument("--ops", choices=("fused", "eager"), default="fused",
                         help="rasterize/composite ops: fused (sgfast.ops) or eager (sgfast.reference)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads, >= 1")
 
 
 @reports_errors("render")
@@ -30,6 +31,7 @@ def run(args):
     from sgfast.paint.rerender import check_rerender_fits, render_painting_at
     from sgfast.paint.export import StrokeDocError, png_bytes, read_strokes_document
 
+    check_threads(args.threads)
     within("size", args.size, 1, 16384)
     within("supersample", args.supersample, 1, MAX_SUPERSAMPLE)
     device = pick_device(args.device)
