@@ -84,7 +84,7 @@ def _render_tensor(name, t, dim, shape):
 def check_render_args(canvas, strokes, mask, layer, softness):
     """Checks render_strokes' arguments (shared by sgfast.ops and sgfast.reference); every error names the
     argument. Returns (layer as a bool tensor on the canvas' device or None, softness as a float).
-    Stroke values are checked by check_render_values (one device sync on CUDA)."""
+    Stroke values are checked by check_render_values."""
     _render_tensor("canvas", canvas, 4, "[B, 3, H, W]")
     if canvas.dtype not in (torch.float32, torch.float64):
         raise _render_error(TypeError, "canvas", f"expected float32 or float64, got {canvas.dtype}")
@@ -131,7 +131,9 @@ def check_render_args(canvas, strokes, mask, layer, softness):
 
 
 def check_render_values(strokes):
-    """Refuses NaN/inf and stroke numbers outside [0, 1] (not clamped, as rasterize_strokes). One sync on CUDA."""
+    """Refuses NaN/inf and stroke numbers outside [0, 1] (not clamped, as rasterize_strokes). Two host
+    syncs on CUDA: the fused op's wrapper calls it for CPU tensors only, where reading is free (its
+    CUDA kernel checks the same in the one sync it makes anyway); the eager reference everywhere."""
     if strokes.numel() == 0:
         return
     strokes = strokes.detach()  # (isfinite would record a graph)

@@ -18,11 +18,11 @@ from sync_counter import count_host_syncs
 pytestmark = needs_ext
 
 
-def _agent(mode, device="cpu", ops="fused"):
+def _agent(mode, device="cpu", ops="fused", renderer="neural"):
     from sgfast.agent.config import get_config
     from sgfast.agent.data import synthetic_data
     from sgfast.agent.ddpg import DDPG
-    from sgfast.agent.env import PaintEnv, Painter
+    from sgfast.agent.env import ExactPainter, PaintEnv, Painter
     from sgfast.agent.replay import ReplayMemory
     from sgfast.backend import get_ops
     from sgfast.models.renderer import Renderer
@@ -31,9 +31,11 @@ def _agent(mode, device="cpu", ops="fused"):
     torch.manual_seed(0)
     cfg = dataclasses.replace(get_config("smoke"), batch_size=6)
     backend = get_ops(ops, mode)
+    renderer_kind = renderer
     renderer = Renderer(cfg.renderer).to(device).eval().requires_grad_(False)
     data = synthetic_data(12, cfg.size, seed=0, device=device)
-    painter = Painter(renderer, backend, mode, cfg.strokes_bg)
+    painter = (Painter(renderer, backend, mode, cfg.strokes_bg) if renderer_kind == "neural"
+               else ExactPainter(backend, mode, cfg.strokes_bg, cfg.size))
     agent = DDPG(cfg, mode, painter, backend, data, device)
     gen = torch.Generator().manual_seed(0)
     env = PaintEnv(data, painter, cfg.max_step, cfg.env_batch, data.train_ids, gen)
@@ -50,21 +52,25 @@ def _agent(mode, device="cpu", ops="fused"):
 
 # Reads made for CPU tensors only, where they cost nothing (test_cpu_only_reads_skip_other_devices
 # checks they read nothing on another device).
-CPU_ONLY = ("(_refuse_nonfinite_on_cpu)",)
+CPU_ONLY = ("(_refuse_nonfinite_on_cpu)", "(check_render_values)")
 
 
 def device_syncs(syncs):
     return [s for s in syncs if not s.endswith(CPU_ONLY)]
 
 
-@pytest.mark.parametrize("mode", ["sg", "baseline"])
-def test_ddpg_update_asks_for_no_host_sync(mode, one_thread):
-    agent, batch = _agent(mode)
+@pytest.mark.parametrize("mode, renderer", [("sg", "neural"), ("baseline", "neural"), ("sg", "exact"),
+                                            ("baseline", "exact")])
+def test_ddpg_update_asks_for_no_host_sync(mode, renderer, one_thread):
+    agent, batch = _agent(mode, renderer=renderer)
     agent.update(batch)  # warm-up
     with count_host_syncs() as syncs:
         stats = agent.update(batch)
     assert device_syncs(syncs) == [], "host syncs in a DDPG update:\n" + "\n".join(device_syncs(syncs))
-    assert len(syncs) == (12 if mode == "sg" else 0)  # the CPU-only box checks: crops and focus terms
+    if renderer == "neural":
+        assert len(syncs) == (12 if mode == "sg" else 0)  # the CPU-only box checks: crops and focus terms
+    else:  # and render_strokes' CPU-only value checks
+        assert len(syncs) > (12 if mode == "sg" else 0)
     assert all(isinstance(v, torch.Tensor) for v in stats.values())  # statistics stay on the device
 
 
@@ -97,7 +103,8 @@ def test_the_counter_catches_a_reintroduced_sync(one_thread, monkeypatch):
 
 def test_cpu_only_reads_skip_other_devices():
     """The wrappers read values (free on the CPU) for CPU tensors only: on another device (meta here,
-    standing in for CUDA) the crop/focus box check and rasterize's value check read nothing."""
+    standing in for CUDA) the crop/focus box check and the rasterize and render_strokes value checks read
+    nothing."""
     from sgfast.ops.crop import check_boxes
 
     x, boxes = torch.empty(2, 3, 8, 8, device="meta"), torch.empty(2, 4, device="meta")
@@ -105,6 +112,13 @@ def test_cpu_only_reads_skip_other_devices():
         check_boxes("aligned_crop", boxes, x)
         out = sgfast.ops.rasterize_strokes(torch.empty(3, 10, device="meta"), 8)
     assert syncs == [] and out.shape == (3, 8, 8)
+    canvas, strokes = torch.empty(2, 3, 8, 8, device="meta"), torch.empty(2, 5, 13, device="meta")
+    with count_host_syncs() as syncs:
+        out = sgfast.ops.render_strokes(canvas, strokes)
+    assert syncs == [] and out.shape == (2, 3, 8, 8)
+    with count_host_syncs() as syncs:
+        sgfast.ops.render_strokes(torch.rand(2, 3, 8, 8), torch.rand(2, 5, 13))
+    assert len(syncs) == 2 and all(s.endswith(CPU_ONLY) for s in syncs)
     with count_host_syncs() as syncs:
         check_boxes("aligned_crop", torch.rand(2, 4), torch.rand(2, 3, 8, 8))
     assert len(syncs) == 1 and syncs[0].endswith(CPU_ONLY)
@@ -136,7 +150,7 @@ def test_painting_steps_ask_for_no_host_sync(mode, frames, one_thread):
         run = _painting(steps, frames, mode)
         with count_host_syncs() as syncs:
             out = run()
-        counts.append(syncs)
+        counts.append(device_syncs(syncs))
     assert len(counts[1]) == len(counts[0]), ("syncs that grow with the steps:\n" +
                                               "\n".join(s for s in counts[1] if s not in counts[0]))
     assert len(out[3]) == 3 and len(out[5]) == 2  # actions of 3 steps, frames of 2 images

@@ -607,9 +607,10 @@ inline Args check_args(const at::Tensor& canvas, const at::Tensor& strokes, cons
     const at::Tensor& s = args.strokes;
     const bool bad = ((~at::isfinite(s)) | (s < 0) | (s > 1)).any().item<bool>();
     if (bad) {
-      SGFAST_CHECK_ARG(at::isfinite(s).all().item<bool>(), "strokes", "contains NaN or inf");
-      SGFAST_CHECK_ARG(false, "strokes", "values must lie in [0, 1] (they are not clamped), got min ",
-                       s.min().item<double>(), ", max ", s.max().item<double>());
+      // ValueError, as the Python wrapper's check on the CPU (which the wrapper skips on CUDA).
+      TORCH_CHECK_VALUE(at::isfinite(s).all().item<bool>(), "sgfast: argument 'strokes': contains NaN or inf");
+      TORCH_CHECK_VALUE(false, "sgfast: argument 'strokes': values must lie in [0, 1] (they are not clamped), got min ",
+                        s.min().item<double>(), ", max ", s.max().item<double>());
     }
   }
   return args;
