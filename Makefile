@@ -54,7 +54,7 @@ bench: build
 cuda-check:
 	bash .ci/cuda_compile_check.sh
 
-# What the first GPU runs before anything else (issue 19): build the CUDA kernels, every CUDA test,
+# What the first GPU runs before anything else: build the CUDA kernels, every CUDA test,
 # compute-sanitizer, the op / DDPG / painting benchmarks on CUDA, figures with the GPU named into
 # benchmarks/RESULTS.md, in under 8 minutes (benchmarks/gpu_check.py). Without a GPU it runs what the
 # CPU can and says what it skipped. Not tied to .venv (a GPU machine's python3 with its CUDA torch

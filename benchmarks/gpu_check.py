@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""`make gpu-check`: what the first GPU must run before anything else (issue 19), in one command.
+"""`make gpu-check`: what the first GPU must run before anything else, in one command.
 
 On a machine with a GPU, in under 8 minutes:
   1. build     the extension with its CUDA kernels (SGFAST_FORCE_CUDA=1, this GPU's architecture only)

@@ -1,4 +1,4 @@
-"""A CPU-only build of sgfast on a GPU machine (issue 19, item 8): the CUDA tests fail, saying how to
+"""A CPU-only build of sgfast on a GPU machine: the CUDA tests fail, saying how to
 rebuild, instead of skipping; painting and training on CUDA with the fused ops refuse at once with
 the same advice instead of failing at the first op with "Could not run 'sgfast::...' with arguments
 from the 'CUDA' backend"."""

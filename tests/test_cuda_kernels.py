@@ -1,4 +1,4 @@
-"""The CUDA kernels against the CPU kernels, on a GPU (issue 19; `make gpu-check` runs these first).
+"""The CUDA kernels against the CPU kernels, on a GPU (`make gpu-check` runs these first).
 
 Every op, forward and backward, float32 and float64, at small sizes and at 1024 px; non-contiguous
 inputs; a side stream; 70,000-image batches (grid.y's limit is 65,535); each backward twice, bitwise.

@@ -1,4 +1,4 @@
-"""The CUDA kernels' arithmetic, checked on the CPU (issue 19: items 1-3, 9, 10).
+"""The CUDA kernels' arithmetic, checked on the CPU.
 
 aligned_crop's and focus's CUDA kernels are thin loops around per-element functions in
 csrc/kernels/crop.h; csrc/cpu/emulate_cuda.cpp runs the same functions on the CPU, over the CUDA

@@ -255,6 +255,6 @@ def test_shipped_expert_maps_concentrate_on_distinguishing_parts(tmp_path):
 
 @pytest.mark.skipif(not os.path.exists(SHIPPED_EXPERT), reason="sgfast/weights/expert_tiny.pt not shipped")
 def test_shipped_expert_meets_the_5x_concentration_goal(tmp_path):
-    """Issue 4's figure, on 96 birds the expert never saw (5.8x on the whole test split, README)."""
+    """The 5x goal, on 96 birds the expert never saw (5.8x on the whole test split, README)."""
     ratio = _shipped_concentration(tmp_path)
     assert ratio >= 5.0, f"GBP mass on the distinguishing parts is only {ratio:.2f}x their area share"

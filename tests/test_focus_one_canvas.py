@@ -1,4 +1,4 @@
-"""focus_reward's backward computes only the canvas gradients that are needed (issue 19, item 7): the
+"""focus_reward's backward computes only the canvas gradients that are needed: the
 DDPG actor's loss needs dL/dC_t+1 alone, which is one crop backward (_focus_distance_backward), not
 the two of _focus_reward_backward; the numbers are those of the two-canvas backward, bit for bit."""
 import pytest

@@ -1,4 +1,4 @@
-"""No host sync in a DDPG update or in a painting step (issue 19, item 6).
+"""No host sync in a DDPG update or in a painting step.
 
 On the CPU, tests/sync_counter.py records every call that would wait for a GPU (a value read back,
 an op sized by the data) made outside torch; on a GPU, torch.cuda.set_sync_debug_mode("warn")
