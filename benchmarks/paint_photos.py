@@ -4,7 +4,8 @@ image's shape), the gain over a flat fill with the image's mean colour, and the 
 
     python benchmarks/paint_photos.py [--photos astronaut coffee ...] [--birds 4] \\
         [--methods flat agent divide4 optimize exact exact-agent] [--strokes 250 1000 4000] \\
-        [--long-side 512] [--threads 2] [--out out/paint_photos] [--batch-images 8]
+        [--long-side 512] [--preset fast|balanced|quality] [--threads 2] [--out out/paint_photos] \\
+        [--batch-images 8]
 
 Photos come bundled with scikit-image (`skimage.data.NAME`) or scikit-learn (`china`, `flower`,
 load_sample_images); no download. Birds: the first N images of sgfast's bundled sample birds.
@@ -63,7 +64,7 @@ def scores(reference_u8, painting_u8):
     return psnr, float(structural_similarity(reference_u8, painting_u8, channel_axis=2))
 
 
-def paint_one(method, image_u8, strokes, long_side, threads):
+def paint_one(method, image_u8, strokes, long_side, threads, preset=None):
     """(painting uint8 [h, w, 3] at the output shape, seconds)."""
     import cv2
 
@@ -85,7 +86,7 @@ def paint_one(method, image_u8, strokes, long_side, threads):
         elif method == "optimize":
             kw.update(method="optimize")  # its default budget (100 strokes, 200 iterations at 64 px)
         else:
-            kw.update(method="exact", strokes=strokes, size=long_side,
+            kw.update(method="exact", strokes=strokes, size=long_side, preset=preset,
                       init="agent" if method == "exact-agent" else "none")
         r = paint([image_u8], **kw)[0]
         if r.error:
@@ -103,7 +104,7 @@ def batch_rate(images, strokes, long_side, batch_sizes):
     rates = {}
     for bs in batch_sizes:
         start = time.perf_counter()
-        paint(images, method="exact", strokes=strokes, size=long_side, frames="none", batch_size=bs)
+        paint(images, method="exact", strokes=strokes, size=long_side, preset="fast", frames="none", batch_size=bs)
         rates[bs] = len(images) / (time.perf_counter() - start)
     return rates
 
@@ -117,6 +118,8 @@ def main():
     ap.add_argument("--strokes", nargs="+", type=int, default=[1000],
                     help="strokes of exact and exact-agent (default 1000)")
     ap.add_argument("--long-side", type=int, default=512)
+    ap.add_argument("--preset", default=None, choices=("fast", "balanced", "quality"),
+                    help="--method exact's preset (default: the painter's default)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="out/paint_photos")
     ap.add_argument("--batch-images", type=int, default=0, help="also time N 256x256 crops painted alone / together")
@@ -139,7 +142,7 @@ def main():
         for method in args.methods:
             counts = args.strokes if method in ("exact", "exact-agent") else [100 if method == "optimize" else 0]
             for n in counts:
-                ref, out, seconds = paint_one(method, img, n, args.long_side, args.threads)
+                ref, out, seconds = paint_one(method, img, n, args.long_side, args.threads, args.preset)
                 psnr, ssim = scores(ref, out)
                 if method == "flat":
                     flat_psnr = psnr

@@ -85,7 +85,7 @@ def configure(parser):
                              "kept); other methods: also re-render the strokes exactly at this side "
                              "(painting_<N>.png)")
     parser.add_argument("--preset", choices=("fast", "balanced", "quality"), default=None,
-                        help="--method exact: iterations per stage, fast (default), balanced or quality")
+                        help="--method exact: iterations per stage, fast, balanced (default) or quality")
     parser.add_argument("--init", choices=INITS, default=None,
                         help="--method exact: start from a flat fill (none) or from the agent's strokes "
                              f"(agent: --actor, its strokes count in --strokes); default {DEFAULT_INIT}")

@@ -28,7 +28,7 @@ from sgfast.strokes import SHAPE_PARAMS, STROKE_PARAMS
 
 DEFAULT_LONG_SIDE = 512
 DEFAULT_STROKES = 1000
-DEFAULT_PRESET = "fast"
+DEFAULT_PRESET = "balanced"
 SOFTNESS = 1.0  # the painting's anti-aliasing ramp, pixels at the output size
 INITS = ("none", "agent")
 # float32 images of the last stage the optimiser holds per pixel (target, canvas, its gradient,

@@ -64,7 +64,7 @@ def paint(images, mode="sg", steps=None, actor=None, renderer=None, segmenter=No
     see sgfast/paint/optimize_painter.py (default 100 strokes). divide D > 1: grid refinement, the
     painting is D x the canvas (sgfast/paint/divide_painter.py). method "exact": no agent, the image
     painted at its own shape with long side `size` (default 512) by `strokes` strokes (default 1000)
-    optimised coarse to fine through the exact renderer, `preset` "fast" (default), "balanced" or
+    optimised coarse to fine through the exact renderer, `preset` "fast", "balanced" (default) or
     "quality"; mode sg gates them by S (a mask, `segmenter`: Ψ weights or "torchvision:NAME", else
     the whole image) with the focus term weighted `nu` on G (`expert`: weights or
     "torchvision:NAME", else image detail); `init` "agent" starts from the agent's strokes
