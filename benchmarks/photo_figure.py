@@ -7,20 +7,15 @@ Prints each photo's gain over a flat fill with its mean colour (PSNR at the pain
 the painting's wall time. Needs scikit-image (not a dependency of sgfast) and the compiled ops.
 """
 import argparse
-import math
 import time
 
 import numpy as np
 import torch
 
+from paint_photos import load_photo, paint_one, scores  # the benchmark's photos, flat fill and PSNR
+
 PHOTOS = ("astronaut", "coffee")
 COLUMN = 480
-
-
-def gain_over_flat(reference_u8, painting_u8):
-    a, b = reference_u8.astype(np.float64) / 255, painting_u8.astype(np.float64) / 255
-    flat = ((a - a.reshape(-1, 3).mean(0)) ** 2).mean()
-    return 10 * math.log10(flat / max(((a - b) ** 2).mean(), 1e-12))
 
 
 def main():
@@ -29,7 +24,6 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     import cv2
-    import skimage.data
 
     from sgfast.data.tensor_images import to_u8_hwc
     from sgfast.io import atomic_write_bytes
@@ -38,15 +32,15 @@ def main():
     torch.set_num_threads(args.threads)
     rows = []
     for name in PHOTOS:
-        photo = np.ascontiguousarray(getattr(skimage.data, name)()[:, :, :3])
+        photo = load_photo(name)
         start = time.perf_counter()
         result = paint([photo], frames="none")[0]  # the defaults of `sgfast paint IMG`
         seconds = time.perf_counter() - start
         painting = to_u8_hwc(result.canvas)
         h, w = painting.shape[:2]
-        reference = cv2.resize(photo, (w, h), interpolation=cv2.INTER_AREA)
-        print(f"{name}: {w}x{h}, {len(result.strokes)} strokes, {gain_over_flat(reference, painting):+.2f} dB over "
-              f"the flat fill, {seconds:.1f} s")
+        reference, flat, _ = paint_one("flat", photo, 0, max(h, w), args.threads)
+        gain = scores(reference, painting)[0] - scores(reference, flat)[0]
+        print(f"{name}: {w}x{h}, {len(result.strokes)} strokes, {gain:+.2f} dB over the flat fill, {seconds:.1f} s")
         size = (COLUMN, round(h * COLUMN / w))
         rows.append(np.concatenate([cv2.resize(photo, size, interpolation=cv2.INTER_AREA),
                                     cv2.resize(painting, size, interpolation=cv2.INTER_AREA)], 1))

@@ -93,6 +93,7 @@ def evaluate(dataset, actors, steps=None, num=None, split=None, batch_size=16, s
     from sgfast.data import CUB200
     from sgfast.models.segmenter import load_segmenter
     from sgfast.paint import DEFAULT_SEGMENTER, PaintError, load_models, paint
+    from sgfast.paint.rerender import result_exact
 
     if not actors and not painters:
         raise PaintError("nothing to evaluate: give at least one --actor")
@@ -158,11 +159,8 @@ def evaluate(dataset, actors, steps=None, num=None, split=None, batch_size=16, s
         bad = [r.name for r in res if not r.ok]
         if bad:
             raise PaintError(f"{label}: could not paint {bad[:3]}: {res[0].error}")
-        if rerender:
-            from sgfast.paint.rerender import result_exact
-            canvases[label] = torch.stack([result_exact(r, size, device=device, ops=ops) for r in res])
-        else:
-            canvases[label] = torch.stack([r.canvas for r in res])
+        canvases[label] = torch.stack([result_exact(r, size, device=device, ops=ops) if rerender else r.canvas
+                                       for r in res])
         target = torch.stack([r.target for r in res])
     if target is None:  # only extra painters: resize the targets as paint() does
         from sgfast.data.tensor_images import resize_square

@@ -31,10 +31,9 @@ def _agent(mode, device="cpu", ops="fused", renderer="neural"):
     torch.manual_seed(0)
     cfg = dataclasses.replace(get_config("smoke"), batch_size=6)
     backend = get_ops(ops, mode)
-    renderer_kind = renderer
-    renderer = Renderer(cfg.renderer).to(device).eval().requires_grad_(False)
+    net = Renderer(cfg.renderer).to(device).eval().requires_grad_(False)
     data = synthetic_data(12, cfg.size, seed=0, device=device)
-    painter = (Painter(renderer, backend, mode, cfg.strokes_bg) if renderer_kind == "neural"
+    painter = (Painter(net, backend, mode, cfg.strokes_bg) if renderer == "neural"
                else ExactPainter(backend, mode, cfg.strokes_bg, cfg.size))
     agent = DDPG(cfg, mode, painter, backend, data, device)
     gen = torch.Generator().manual_seed(0)

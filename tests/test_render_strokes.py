@@ -379,9 +379,10 @@ def test_op_refuses_bad_input(case):
         return  # the schema's float refuses a string before the kernel sees it
     # The C++ entry points check too (direct torch.ops calls); bad stroke values are a ValueError
     # there as well (on CUDA the wrapper leaves that check to the op).
-    with pytest.raises(RuntimeError if name != "strokes" else (RuntimeError, ValueError), match=f"'{name}'"):
+    raised = (RuntimeError, ValueError) if name == "strokes" else RuntimeError
+    with pytest.raises(raised, match=f"'{name}'"):
         torch.ops.sgfast.render_strokes(*args)
-    with pytest.raises(RuntimeError if name != "strokes" else (RuntimeError, ValueError), match=f"'{name}'"):
+    with pytest.raises(raised, match=f"'{name}'"):
         torch.ops.sgfast._render_strokes_backward(torch.rand(2, 3, 4, 5), *args)
 
 

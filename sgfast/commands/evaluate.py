@@ -61,7 +61,7 @@ def run(args):
     at_least("optimize_iters", args.optimize_iters, 0)
     if not args.optimize:
         refuse_ignored(args, ["optimize_iters"], "without --optimize")
-    elif args.rerender:
+    if args.optimize and args.rerender:
         raise UsageError("--rerender applies to agents only: --optimize's painter keeps no strokes to re-render")
     optimize_iters = 200 if args.optimize_iters is None else args.optimize_iters
     device = str(pick_device(args.device))
